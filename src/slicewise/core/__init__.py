@@ -1,0 +1,1 @@
+"""The numpy/torch core: slices in, predictions out. Never imports Qt or napari."""

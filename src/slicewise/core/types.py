@@ -1,0 +1,57 @@
+"""Frozen value types that flow between the core and its faces (widget, CLI, training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """Which 2D slice of an array: indices of the leading (non-plane) axes, e.g. ``(z,)``.
+
+    The plane is the last two spatial axes; an RGB(A) channel axis, if any, comes last.
+    ``()`` is the whole 2D image.
+    """
+
+    index: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """A short human label such as ``"slice 12"`` or ``"slice (3, 12)"``."""
+        if not self.index:
+            return "2D"
+        return f"slice {self.index[0]}" if len(self.index) == 1 else f"slice {self.index}"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What to compute besides labels and probabilities (grows with uncertainty/explanations)."""
+
+    slice_ref: SliceRef = field(default_factory=SliceRef)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a prediction, for progress bars: ``step`` of ``total`` in ``stage``."""
+
+    step: int
+    total: int
+    stage: str
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The result for one slice.
+
+    labels: (H, W) uint8 class index per pixel (0 = background).
+    probabilities: (K, H, W) float32 class probabilities, summing to 1 over K.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    model_name: str
+    device: str
+    slice_ref: SliceRef = field(default_factory=SliceRef)
+    seconds: float = 0.0

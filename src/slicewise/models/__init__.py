@@ -1,0 +1,1 @@
+"""Model specs, the one checkpoint format and the architecture registry."""

@@ -1,0 +1,1 @@
+"""One module per model family; each imports its heavy library only when it is used."""

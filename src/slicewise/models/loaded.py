@@ -1,0 +1,104 @@
+"""A network ready to predict: weights loaded, on its device, with its spec and provenance."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slicewise.errors import CheckpointError, DeviceError, UnknownModelError
+from slicewise.models.adapters.base import Adapter
+from slicewise.models.checkpoint import load_checkpoint
+from slicewise.models.registry import get_adapter
+from slicewise.models.spec import ModelSpec
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A built network in eval mode plus what the core needs to run it."""
+
+    spec: ModelSpec
+    module: nn.Module
+    adapter: Adapter
+    device: torch.device
+    source: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.spec.arch
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Autocast to float16 on CUDA; full float32 on the CPU."""
+        return self.device.type == "cuda"
+
+    def describe_device(self) -> str:
+        """E.g. ``"CUDA (NVIDIA H100), mixed precision"`` or ``"CPU (2 threads)"``."""
+        if self.device.type == "cuda":
+            return f"CUDA ({torch.cuda.get_device_name(self.device)}), mixed precision"
+        return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names of the checkpoints shipped inside the package, with their paths."""
+    return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.safetensors"))}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU; an unavailable device is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise DeviceError(f"Unknown device {device!r}; use auto, cpu or cuda.") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was requested but this machine has no usable CUDA GPU; use --device cpu or auto.")
+    if resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
+    return resolved
+
+
+def from_state(
+    spec: ModelSpec,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    device: str | torch.device = "auto",
+    source: str = "",
+    provenance: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``."""
+    adapter = get_adapter(spec.arch)
+    module = adapter.build(spec)
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(
+            f"The weights in {source or 'the checkpoint'} do not fit a {spec.arch} built from its own spec "
+            f"({first_line}); the file was edited or saved by another version."
+        ) from error
+    target = resolve_device(device)
+    module = module.to(target).eval()
+    if adapter.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return LoadedModel(spec=spec, module=module, adapter=adapter, device=target, source=source, provenance=provenance or {})
+
+
+def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:
+    """Load a bundled model by name, or a slicewise ``.safetensors`` checkpoint by path."""
+    bundled = bundled_models()
+    path = bundled.get(str(name_or_path), Path(name_or_path))
+    if not path.exists() and str(name_or_path) not in bundled and os.sep not in str(name_or_path) and path.suffix == "":
+        raise UnknownModelError(
+            f"No bundled model or file named {str(name_or_path)!r}; bundled models: {', '.join(bundled) or 'none'}."
+        )
+    header, state_dict = load_checkpoint(path)
+    return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)

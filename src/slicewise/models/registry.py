@@ -1,0 +1,69 @@
+"""The model registry: an explicit dict from architecture name to adapter, no import side effects.
+
+Adding an architecture means one adapter class and one line here. Heavy libraries (MONAI
+networks, transformers, timm) are imported only when an adapter is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+from slicewise.errors import UnknownModelError
+from slicewise.models.adapters.base import Adapter
+from slicewise.models.spec import InputSpec, ModelSpec, OutputSpec
+
+ARCHITECTURES: dict[str, str] = {
+    "unet": "slicewise.models.adapters.monai:UNetAdapter",
+    "basic_unet": "slicewise.models.adapters.monai:BasicUNetAdapter",
+    "attention_unet": "slicewise.models.adapters.monai:AttentionUNetAdapter",
+    "unetpp": "slicewise.models.adapters.monai:UNetPlusPlusAdapter",
+    "dynunet": "slicewise.models.adapters.monai:DynUNetAdapter",
+    "swin_unetr": "slicewise.models.adapters.monai:SwinUNETRAdapter",
+}
+
+
+def architectures() -> list[str]:
+    """The registry names, sorted."""
+    return sorted(ARCHITECTURES)
+
+
+def get_adapter(arch: str) -> Adapter:
+    """The adapter for a registry name; unknown names list the valid ones."""
+    try:
+        target = ARCHITECTURES[arch]
+    except KeyError:
+        raise UnknownModelError(
+            f"Unknown architecture {arch!r}; choose one of: {', '.join(architectures())}."
+        ) from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def make_spec(
+    arch: str,
+    *,
+    class_names: tuple[str, ...] = ("background", "foreground"),
+    in_channels: int = 3,
+    normalization: str = "percentile",
+    name: str = "",
+    **init_kwargs: Any,
+) -> ModelSpec:
+    """A complete spec for ``arch``: its defaults, overridden by ``init_kwargs``."""
+    adapter = get_adapter(arch)
+    kwargs = {**adapter.default_kwargs, **init_kwargs}
+    draft = ModelSpec(arch=arch, init_kwargs=kwargs, input=InputSpec(channels=in_channels))
+    return ModelSpec(
+        arch=arch,
+        init_kwargs=kwargs,
+        input=InputSpec(channels=in_channels, normalization=normalization, divisor=adapter.input_divisor(draft)),
+        output=OutputSpec(class_names=tuple(class_names)),
+        name=name or arch,
+    )
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A randomly initialised network for ``spec``."""
+    return get_adapter(spec.arch).build(spec)

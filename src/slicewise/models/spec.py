@@ -1,0 +1,92 @@
+"""The checkpoint metadata schema: what a model is, what it expects and what it returns.
+
+A ``ModelSpec`` is stored as JSON in the header of every slicewise checkpoint, so a file
+describes itself (MONAI bundle's ``network_data_format`` idea) and is validated against an
+image before inference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NORMALIZATIONS = ("percentile", "zscore", "none")
+ACTIVATIONS = ("softmax", "sigmoid")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network expects.
+
+    channels: 1 (grayscale) or 3 (RGB); a grayscale slice is repeated for an RGB model.
+    normalization: "percentile" rescales each slice so its `percentiles` map to [0, 1]
+    (dtype-agnostic: uint8, uint16 and float data give the same result); "zscore" subtracts
+    the slice mean and divides by its std; "none" passes values as float32.
+    divisor: height and width are padded up to a multiple of it.
+    """
+
+    channels: int = 3
+    normalization: str = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    divisor: int = 16
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.divisor < 1:
+            raise ValueError(f"divisor must be >= 1, got {self.divisor}")
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the network returns: one logit channel per class (softmax), background first."""
+
+    class_names: tuple[str, ...] = ("background", "foreground")
+    activation: str = "softmax"
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) < 2:
+            raise ValueError("class_names needs at least background and one class")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a network and run it on a slice.
+
+    arch: a registry name (``slicewise models --architectures``).
+    init_kwargs: the keyword arguments the architecture's builder takes (JSON values only).
+    """
+
+    arch: str
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    name: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            arch=data["arch"],
+            init_kwargs=dict(data.get("init_kwargs", {})),
+            input=InputSpec(**data.get("input", {})),
+            output=OutputSpec(**data.get("output", {})),
+            name=data.get("name", ""),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""Companion training package for slicewise: data, training loop, evaluation and export."""
