@@ -45,7 +45,8 @@ def save_checkpoint(
     """Write weights, spec and provenance to one safetensors file, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    # clone: safetensors refuses tensors that share memory (DynUNet aliases its skip layers)
+    tensors = {key: value.detach().cpu().clone().contiguous() for key, value in state_dict.items()}
     metadata = {
         _VERSION_KEY: FORMAT_VERSION,
         _SPEC_KEY: spec.to_json(),

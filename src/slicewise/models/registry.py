@@ -7,6 +7,7 @@ networks, transformers, timm) are imported only when an adapter is used.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from torch import nn
@@ -22,6 +23,11 @@ ARCHITECTURES: dict[str, str] = {
     "unetpp": "slicewise.models.adapters.monai:UNetPlusPlusAdapter",
     "dynunet": "slicewise.models.adapters.monai:DynUNetAdapter",
     "swin_unetr": "slicewise.models.adapters.monai:SwinUNETRAdapter",
+    "segformer": "slicewise.models.adapters.transformers:SegformerAdapter",
+    "upernet_convnext": "slicewise.models.adapters.transformers:UperNetConvNextAdapter",
+    "upernet_swin": "slicewise.models.adapters.transformers:UperNetSwinAdapter",
+    "dinov2": "slicewise.models.adapters.transformers:Dinov2Adapter",
+    "timm_unet": "slicewise.models.adapters.timm:TimmUNetAdapter",
 }
 
 
@@ -64,6 +70,11 @@ def make_spec(
     )
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A randomly initialised network for ``spec``."""
-    return get_adapter(spec.arch).build(spec)
+def build_model(spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
+    """The network for ``spec``, randomly initialised or with a pretrained encoder.
+
+    pretrained: ``None`` (random initialisation), a local weights file for the encoder, or
+    ``"cache"`` to read the library's own pretrained weights from the local model cache. Nothing
+    is downloaded; missing or unfitting weights raise ``PretrainedWeightsError``.
+    """
+    return get_adapter(spec.arch).build(spec, pretrained=pretrained)

@@ -60,14 +60,14 @@ class SliceDataset(Dataset):
                     RandRotate90d(keys=("image", "label"), prob=0.5),
                     RandAffined(
                         keys=("image", "label"),
-                        prob=0.5,
-                        rotate_range=0.3,
-                        scale_range=0.15,
+                        prob=0.3,
+                        rotate_range=0.2,
+                        scale_range=0.1,
                         mode=("bilinear", "nearest"),
                         padding_mode="zeros",
                     ),
-                    RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
-                    RandShiftIntensityd(keys="image", offsets=0.08, prob=0.5),
+                    RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
+                    RandShiftIntensityd(keys="image", offsets=0.05, prob=0.3),
                 ]
             )
             if augment

@@ -8,11 +8,17 @@ re-implementing them.
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
+from slicewise.errors import PretrainedWeightsError
 from slicewise.models.spec import ModelSpec
 
 
@@ -39,8 +45,17 @@ class Adapter:
     def create(self, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
         raise NotImplementedError
 
-    def build(self, spec: ModelSpec) -> nn.Module:
-        """A randomly initialised network for ``spec`` (weights are loaded by the caller)."""
+    def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
+        """The network for ``spec``, randomly initialised; trained weights are loaded by the caller.
+
+        pretrained: ``None``, or, for architectures with a pretrained encoder (they override
+        this), a local weights file or ``"cache"`` for the library's own local model cache.
+        """
+        if pretrained is not None:
+            raise PretrainedWeightsError(
+                f"{self.arch} is a {self.family} network without a pretrained encoder; "
+                "build it with pretrained=None (random initialisation)."
+            )
         return self.create(spec.input.channels, spec.output.num_classes, **self.kwargs(spec))
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -53,3 +68,41 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file: safetensors, or a PyTorch file of plain tensors.
+
+    PyTorch files are read with ``weights_only=True``, which refuses pickled code; their state
+    dict may be wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` (training checkpoints).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"The pretrained weights file {path} does not exist; pass a local .safetensors or "
+            "PyTorch weights file, or pretrained=None for random initialisation."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError) as error:
+        raise PretrainedWeightsError(
+            f"Cannot read {path.name} as weights: it is neither a safetensors file nor a PyTorch "
+            "file of plain tensors (anything else could run code and is refused); re-save it with "
+            "safetensors."
+        ) from error
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    tensors = (
+        {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+        if isinstance(state, dict)
+        else {}
+    )
+    if not tensors:
+        raise PretrainedWeightsError(
+            f"{path.name} holds no named tensors; pass the state dict of the encoder's network."
+        )
+    return tensors

@@ -1,0 +1,77 @@
+"""Write predictions into slicewise's own napari layers, never into a person's layers.
+
+Output layers are found by their ``metadata["slicewise"]`` key (image, model, role), so a
+renamed or repeated prediction updates the same layer, and each is named after the model,
+the image and the slice that produced it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+
+from slicewise.core.slices import put_slice
+from slicewise.core.types import Prediction
+
+META_KEY = "slicewise"
+
+
+def spatial_shape(layer: napari.layers.Image) -> tuple[int, ...]:
+    """The layer's shape without its RGB(A) channel axis."""
+    return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+
+
+def is_output(layer: napari.layers.Layer) -> bool:
+    """Whether slicewise made this layer (so it may be overwritten by a new prediction)."""
+    return META_KEY in layer.metadata
+
+
+def _find_or_add(
+    viewer: napari.Viewer, image: napari.layers.Image, identity: dict[str, Any], make: Any
+) -> napari.layers.Layer:
+    for layer in viewer.layers:
+        if layer.metadata.get(META_KEY) == identity and layer.data.shape[-len(spatial_shape(image)) :] == spatial_shape(image):
+            return layer
+    layer = make()
+    layer.metadata[META_KEY] = identity
+    return viewer.add_layer(layer)
+
+
+def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, prediction: Prediction) -> napari.layers.Labels:
+    """Write one slice's labels and foreground probabilities into their own layers."""
+    shape = spatial_shape(image)
+    where = prediction.slice_ref.describe()
+    geometry = {"scale": image.scale, "translate": image.translate}
+    identity = {"image": image.name, "model": prediction.model_name}
+
+    labels = _find_or_add(
+        viewer,
+        image,
+        {**identity, "role": "labels"},
+        lambda: napari.layers.Labels(np.zeros(shape, dtype=np.uint8), opacity=0.5, **geometry),
+    )
+    put_slice(labels.data, prediction.slice_ref, prediction.labels)
+    labels.name = f"{prediction.model_name} labels ({where})"
+    labels.refresh()
+
+    for k, class_name in enumerate(prediction.class_names[1:], start=1):
+        probability = _find_or_add(
+            viewer,
+            image,
+            {**identity, "role": f"probability:{class_name}"},
+            lambda: napari.layers.Image(
+                np.zeros(shape, dtype=np.float32),
+                colormap="inferno",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                opacity=0.6,
+                visible=False,
+                **geometry,
+            ),
+        )
+        put_slice(probability.data, prediction.slice_ref, prediction.probabilities[k])
+        probability.name = f"{prediction.model_name} P({class_name}) ({where})"
+        probability.refresh()
+    return labels

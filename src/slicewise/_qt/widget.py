@@ -1,0 +1,176 @@
+"""The slicewise dock widget: choose image and model, predict the viewed slice.
+
+It only reads controls, starts a worker and writes layers: loading and inference run in a
+napari ``thread_worker`` (the GUI never blocks), a newer request supersedes an older one,
+and a person's mistake ends in one notification sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, create_widget
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+
+from slicewise.api import DEFAULT_MODEL, load_model
+from slicewise.core.inference import iter_predict
+from slicewise.core.slices import slice_ref_from_point, take_slice
+from slicewise.core.types import PredictOptions, Prediction, Progress, SliceRef
+from slicewise.errors import SlicewiseError
+from slicewise.models.loaded import LoadedModel, bundled_models
+
+from slicewise._qt.layers import show_prediction
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prediction to run: which image slice, with which model on which device."""
+
+    layer: napari.layers.Image
+    slice_ref: SliceRef
+    model: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A person-caused error, returned rather than raised (a worker treats raised ones as crashes)."""
+
+    message: str
+
+
+@thread_worker
+def _predict_job(
+    request: Request, cached: LoadedModel | None
+) -> Generator[Progress, None, tuple[LoadedModel, Prediction] | Failure]:
+    """Load (unless cached), take the slice and predict; person-caused errors are returned."""
+    try:
+        if cached is None:
+            yield Progress(0, 4, "load model")
+        model = cached or load_model(request.model, device=request.device)
+        plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
+        prediction = yield from iter_predict(model, plane, PredictOptions(slice_ref=request.slice_ref))
+    except SlicewiseError as error:
+        return Failure(str(error))
+    return model, prediction
+
+
+def _advance(bar: progress, step: Progress) -> None:
+    bar.set_description(f"slicewise: {step.stage}")
+    bar.update(1)
+
+
+class PredictWidget(Container):
+    """Dock widget: image, model, device, Predict, follow the slice."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        names = list(bundled_models())
+        self.model = ComboBox(label="model", choices=names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None)
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", mode="r")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.device_info = Label(label="runs on", value="(not loaded)")
+        self.follow = CheckBox(text="follow the slice", value=False)
+        self.predict_button = PushButton(text="Predict")
+        self.status = Label(label="last", value="")
+        self.extend([self.image, self.model, self.checkpoint, self.device, self.device_info, self.follow,
+                     self.predict_button, self.status])
+
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._worker: GeneratorWorker | None = None
+        self._pending: Request | None = None
+        self._closed = False
+
+        self.checkpoint.changed.connect(self._add_checkpoint)
+        self.predict_button.changed.connect(self.request_prediction)
+        self.follow.changed.connect(lambda on: on and self.request_prediction())
+        viewer.dims.events.current_step.connect(self._on_slice_change)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        self.native.destroyed.connect(self._shutdown)
+
+    def _shutdown(self) -> None:
+        """The dock widget was closed: stop following the viewer and drop running work."""
+        self._closed = True
+        self._pending = None
+        self._viewer.dims.events.current_step.disconnect(self._on_slice_change)
+        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            event.disconnect(self.reset_choices)
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _add_checkpoint(self, path: Path) -> None:
+        if not Path(path).is_file():
+            return
+        key = str(path)
+        if key not in self.model.choices:
+            self.model.set_choice(key, key)
+        self.model.value = key
+
+    def _on_slice_change(self) -> None:
+        if self.follow.value:
+            self.request_prediction()
+
+    def current_request(self) -> Request | None:
+        """The request the controls describe now, or None (with a notification) if incomplete."""
+        layer = self.image.value
+        if layer is None:
+            show_error("Add an image layer first, then choose it in the slicewise widget.")
+            return None
+        if self.model.value is None:
+            show_error("Choose a bundled model or open a checkpoint file.")
+            return None
+        try:
+            ref = slice_ref_from_point(layer.data.shape, layer.world_to_data(self._viewer.dims.point), layer.rgb)
+        except SlicewiseError as error:
+            show_error(str(error))
+            return None
+        return Request(layer=layer, slice_ref=ref, model=str(self.model.value), device=str(self.device.value))
+
+    def request_prediction(self) -> None:
+        """Predict the viewed slice; while a job runs, the newest request waits and older ones drop."""
+        request = self.current_request()
+        if request is None:
+            return
+        if self._worker is not None:
+            self._pending = request
+            self._worker.quit()
+            return
+        self._start(request)
+
+    def _start(self, request: Request) -> None:
+        cached = self._models.get((request.model, request.device))
+        bar = progress(total=4 if cached is None else 3, desc=f"slicewise {request.slice_ref.describe()}")
+        worker = _predict_job(request, cached)
+        worker.yielded.connect(lambda step: _advance(bar, step))
+        worker.returned.connect(lambda result: self._on_result(request, result))
+        worker.finished.connect(bar.close)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def _on_result(self, request: Request, result: tuple[LoadedModel, Prediction] | Failure) -> None:
+        if self._closed:
+            return
+        if isinstance(result, Failure):
+            show_error(result.message)
+            return
+        model, prediction = result
+        self._models[(request.model, request.device)] = model
+        self.device_info.value = model.describe_device()
+        if request.layer in self._viewer.layers:
+            show_prediction(self._viewer, request.layer, prediction)
+            self.status.value = f"{prediction.model_name} · {prediction.slice_ref.describe()} · {prediction.seconds * 1000:.0f} ms"
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        if self._pending is not None and not self._closed:
+            request, self._pending = self._pending, None
+            self._start(request)

@@ -1,0 +1,194 @@
+"""The ``slicewise`` command line: predict, inspect, models, demo.
+
+Every failure a person can cause ends in one line on stderr and exit status 2; the commands
+call the same ``load_model``/``predict`` as the widget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from slicewise.errors import ImageError, SlicewiseError
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from slicewise.api import load_model, predict
+    from slicewise.core.metrics import dice_score, overlap_counts
+    from slicewise.core.slices import spatial_ndim
+    from slicewise.core.types import SliceRef
+    from slicewise.io.images import list_images, read_image, write_labels
+
+    model = load_model(args.model, device=args.device)
+    print(f"model {model.name} on {model.describe_device()}", file=sys.stderr)
+    out = Path(args.out)
+    scores, pooled = [], [0, 0]
+    for path in list_images(args.inputs):
+        image = read_image(path)
+        rgb = image.ndim >= 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
+        ndim = spatial_ndim(image.shape, rgb)
+        if ndim not in (2, 3):
+            raise ImageError(
+                f"Expected a 2D slice or a 3D stack, but {path.name} has shape {image.shape}; "
+                "save one image or one stack per file."
+            )
+        if ndim == 2:
+            labels = predict(model, image, rgb=rgb).labels
+            target = out / f"{path.stem}.png"
+        else:
+            labels = np.stack(
+                [predict(model, image, slice_ref=SliceRef((z,)), rgb=rgb).labels for z in range(image.shape[0])]
+            )
+            target = out / f"{path.stem}.tif"
+        write_labels(target, labels)
+        if args.reference:
+            reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
+            k = model.spec.output.num_classes
+            scores.append(dice_score(labels, reference, k))
+            counts = overlap_counts(labels, reference, k)
+            pooled = [pooled[0] + counts[0], pooled[1] + counts[1]]
+            print(f"{target}  dice {scores[-1]:.3f}")
+        else:
+            print(target)
+    if scores:
+        print(f"{len(scores)} images: mean Dice {np.mean(scores):.4f}, pooled Dice {2 * pooled[0] / pooled[1]:.4f}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from slicewise.models.checkpoint import read_header
+    from slicewise.models.loaded import bundled_models
+    from slicewise.models.registry import get_adapter
+
+    path = bundled_models().get(args.model, Path(args.model))
+    header = read_header(path)
+    adapter = get_adapter(header.spec.arch)
+    info = {
+        "file": str(path),
+        "name": header.spec.name,
+        "family": adapter.family,
+        "kind": adapter.kind,
+        "architecture": header.spec.arch,
+        "classes": list(header.spec.output.class_names),
+        "input": {
+            "channels": header.spec.input.channels,
+            "normalization": header.spec.input.normalization,
+            "divisor": header.spec.input.divisor,
+        },
+        "init_kwargs": header.spec.init_kwargs,
+        "format_version": header.format_version,
+        "provenance": header.provenance,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['name']}  ({path})")
+    print(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
+    print(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
+    print(f"  classes       {', '.join(info['classes'])}")
+    print(f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
+          f"padded to a multiple of {info['input']['divisor']}")
+    for key, value in header.provenance.items():
+        print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from slicewise.models.checkpoint import read_header
+    from slicewise.models.loaded import bundled_models
+    from slicewise.models.registry import architectures, get_adapter
+
+    if args.architectures:
+        for arch in architectures():
+            adapter = get_adapter(arch)
+            print(f"{arch:<18} {adapter.kind:<6} {adapter.family:<13} {adapter.description}")
+        return 0
+    for name, path in bundled_models().items():
+        header = read_header(path)
+        metrics = header.provenance.get("metrics", {})
+        shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
+        print(f"{name:<18} {header.spec.arch:<10} classes: {', '.join(header.spec.output.class_names)}  {shown}")
+    return 0
+
+
+def has_display() -> bool:
+    """Whether a window can be opened (an X/Wayland display on Linux; assumed elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from slicewise.io.samples import shared_data_dir
+
+    data = shared_data_dir()
+    if not args.headless and not has_display():
+        print("No display found (DISPLAY is not set), so the demo runs headless instead.", file=sys.stderr)
+        args.headless = True
+    if not args.headless:
+        from slicewise._qt.demo import run_demo
+
+        run_demo(model=args.model)
+        return 0
+    dataset = data / "kvasir_seg"
+    test_stems = json.loads((dataset / "split.json").read_text())["test"]
+    inputs = [str(dataset / "images" / f"{stem}.png") for stem in test_stems]
+    predict_args = argparse.Namespace(
+        inputs=inputs, model=args.model, out=args.out, device=args.device, reference=str(dataset / "masks")
+    )
+    return _cmd_predict(predict_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from slicewise.api import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="slicewise", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment 2D images (or TIFF stacks slice by slice) into label maps")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or .safetensors file (default {DEFAULT_MODEL})")
+    p.add_argument("--out", required=True, help="folder for <stem>.png label maps (uint8, input size)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--reference", help="folder of reference masks with the same file names: print Dice")
+    p.set_defaults(run=_cmd_predict)
+
+    p = sub.add_parser("inspect", help="describe a checkpoint: family, classes, input spec, provenance")
+    p.add_argument("model", help="bundled model name or .safetensors file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("models", help="list the bundled models (or the architectures)")
+    p.add_argument("--architectures", action="store_true", help="list the registry's architectures instead")
+    p.set_defaults(run=_cmd_models)
+
+    p = sub.add_parser("demo", help="open napari with the widget, sample data and the default model")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--headless", action="store_true", help="no window: predict the sample test split and print Dice")
+    p.add_argument("--out", default="out/demo", help="where the headless demo writes its masks")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; expected failures print one sentence on stderr and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SlicewiseError as error:
+        print(f"slicewise: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slicewise: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

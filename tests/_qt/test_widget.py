@@ -1,0 +1,137 @@
+"""The widget driven in a real napari viewer on real data (runs under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.notifications import notification_manager
+
+import slicewise
+from slicewise._qt.demo import open_demo
+from slicewise._qt.layers import META_KEY
+from slicewise._qt.widget import PredictWidget
+from slicewise.core.metrics import dice_score
+from slicewise.core.types import SliceRef
+
+TIMEOUT_MS = 60_000
+
+
+def outputs(viewer, role="labels"):
+    return [layer for layer in viewer.layers if layer.metadata.get(META_KEY, {}).get("role") == role]
+
+
+@pytest.fixture
+def notifications():
+    messages: list[str] = []
+    callback = lambda notification: messages.append(notification.message)  # noqa: E731
+    notification_manager.notification_ready.connect(callback)
+    yield messages
+    notification_manager.notification_ready.disconnect(callback)
+
+
+def make_widget(viewer, image_layer) -> PredictWidget:
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image.value = image_layer
+    return widget
+
+
+def test_predict_writes_its_own_layers_and_never_a_users(make_napari_viewer, qtbot, kvasir_test):
+    viewer = make_napari_viewer()
+    _, image, mask = kvasir_test[0]
+    image_layer = viewer.add_image(image, name="polyp", rgb=True)
+    painted = np.zeros(mask.shape, np.uint8)
+    painted[10:40, 10:40] = 3
+    user_labels = viewer.add_labels(painted.copy(), name="my labels")
+    widget = make_widget(viewer, image_layer)
+    assert widget.model.value == slicewise.DEFAULT_MODEL
+
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+
+    labels = outputs(viewer)[0]
+    assert labels.name == "polyp_unet labels (2D)"
+    assert dice_score(np.asarray(labels.data), mask) > 0.75
+    probability = outputs(viewer, "probability:polyp")[0]
+    assert probability.data.dtype == np.float32 and probability.data.shape == mask.shape
+    np.testing.assert_array_equal(user_labels.data, painted)
+    np.testing.assert_array_equal(image_layer.data, image)
+    assert widget.device_info.value.startswith("CPU")
+
+
+def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napari_viewer, qtbot, kvasir_test):
+    viewer = make_napari_viewer()
+    stack = np.stack([kvasir_test[i][1][:128, :160] for i in range(4)]).astype(np.uint16) * 257
+    image_layer = viewer.add_image(stack, name="stack", rgb=True, scale=(2.5, 1, 1))
+    viewer.dims.set_current_step(0, 0)
+    widget = make_widget(viewer, image_layer)
+    widget.follow.value = True
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+
+    viewer.dims.set_current_step(0, 2)
+    qtbot.waitUntil(lambda: outputs(viewer)[0].name.endswith("(slice 2)") and widget._worker is None, timeout=TIMEOUT_MS)
+    labels = outputs(viewer)[0]
+    assert labels.data.shape == stack.shape[:3]
+    assert tuple(labels.scale) == (2.5, 1, 1)
+    expected = slicewise.predict(widget._models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))).labels
+    np.testing.assert_array_equal(labels.data[2], expected)
+    assert not labels.data[1].any() and not labels.data[3].any()
+
+
+def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, kvasir_test):
+    viewer = make_napari_viewer()
+    stack = np.stack([kvasir_test[i % 8][1][:96, :96] for i in range(12)])
+    image_layer = viewer.add_image(stack, name="stack", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.follow.value = True
+    for z in range(12):
+        viewer.dims.set_current_step(0, z)
+    qtbot.waitUntil(lambda: bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and widget._worker is None, timeout=TIMEOUT_MS)
+    predicted = [z for z in range(12) if outputs(viewer)[0].data[z].any() or outputs(viewer, "probability:polyp")[0].data[z].any()]
+    assert predicted[-1] == 11 and len(predicted) < 12
+
+
+def test_grayscale_3d_volume_uses_the_slice_under_the_dims_point(make_napari_viewer, qtbot, data_dir):
+    viewer = make_napari_viewer()
+    volume = tifffile.imread(data_dir / "mni152_icbm2009a_3d" / "image_axial_zyx.tif")
+    image_layer = viewer.add_image(volume, name="mni")
+    widget = make_widget(viewer, image_layer)
+    viewer.dims.set_current_step(0, 90)
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    assert outputs(viewer)[0].name.endswith("(slice 90)")
+    assert outputs(viewer, "probability:polyp")[0].data[90].any()
+
+
+def test_unsafe_checkpoint_is_one_notification_and_changes_nothing(make_napari_viewer, qtbot, tmp_path, notifications, kvasir_test):
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    bad = tmp_path / "evil.safetensors"
+    bad.write_bytes(b"\x80\x04\x95 not weights")
+    widget.checkpoint.value = bad
+    assert widget.model.value == str(bad)
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: any("pickle" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["polyp"]
+    assert all("\n" not in m for m in notifications)
+
+
+def test_rgb_image_into_a_grayscale_checkpoint_is_one_notification(make_napari_viewer, qtbot, tiny_checkpoint, notifications, kvasir_test):
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.checkpoint.value = tiny_checkpoint
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: any("expects grayscale input" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    assert len(viewer.layers) == 1
+
+
+def test_demo_opens_the_sample_stack_and_shows_a_prediction(make_napari_viewer, qtbot):
+    viewer, widget = open_demo(slicewise.DEFAULT_MODEL, viewer=make_napari_viewer())
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    viewed = viewer.dims.current_step[0]
+    assert widget.follow.value and outputs(viewer)[0].name.endswith(f"(slice {viewed})")
+    assert outputs(viewer, "probability:polyp")[0].data[viewed].any()
+    assert viewer.layers["kvasir_seg test"].data.shape == (45, 256, 256, 3)

@@ -1,0 +1,74 @@
+"""The CLI as a person runs it: real files in, label maps out, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from slicewise.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slicewise.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_writes_uint8_label_maps_of_input_size(data_dir, tmp_path):
+    images = data_dir / "kvasir_seg" / "images"
+    stems = json.loads((data_dir / "kvasir_seg" / "split.json").read_text())["test"][:3]
+    inputs = [str(images / f"{s}.png") for s in stems]
+    assert main(["predict", *inputs, "--out", str(tmp_path), "--device", "cpu"]) == 0
+    for stem, path in zip(stems, inputs, strict=True):
+        written = Image.open(tmp_path / f"{stem}.png")
+        assert written.mode == "L" and written.size == Image.open(path).size
+        assert set(np.unique(np.asarray(written))) <= {0, 1}
+
+
+def test_predict_a_tiff_stack_writes_a_label_stack(tmp_path, kvasir_test):
+    stack = np.stack([kvasir_test[i][1][:96, :128] for i in range(3)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    assert main(["predict", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "out")]) == 0
+    assert tifffile.imread(tmp_path / "out" / "stack.tif").shape == (3, 96, 128)
+
+
+def test_inspect_json_and_models_list(capsys):
+    assert main(["inspect", "polyp_unet", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "unet" and info["classes"] == ["background", "polyp"]
+    assert info["family"] == "monai" and "metrics" in info["provenance"]
+    assert main(["models"]) == 0
+    assert "polyp_unet" in capsys.readouterr().out
+    assert main(["models", "--architectures"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("unet", "attention_unet", "unetpp", "dynunet", "swin_unetr"):
+        assert f"\n{name} " in f"\n{listed}"
+
+
+@pytest.mark.parametrize(
+    ("make_input", "needle"),
+    [
+        (lambda d: d.joinpath("model.safetensors").write_bytes(b"\x80\x04garbage") and ["inspect", str(d / "model.safetensors")], "pickle"),
+        (lambda d: ["predict", str(d / "missing.png"), "--out", str(d)], "does not exist"),
+        (lambda d: d.joinpath("x.png").write_bytes(b"not a png") and ["predict", str(d / "x.png"), "--out", str(d)], "Cannot read x.png"),
+        (lambda d: np.save(d / "nan.npy", np.full((32, 32), np.nan)) or ["predict", str(d / "nan.npy"), "--out", str(d)], "no finite pixel"),
+        (lambda d: np.save(d / "rank.npy", np.zeros((2, 2, 2, 8, 8))) or ["predict", str(d / "rank.npy"), "--out", str(d)], "Expected a 2D slice or a 3D stack"),
+        (lambda d: ["predict", str(d), "--out", str(d / "o"), "--model", "nosuchmodel"], "No bundled model"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, make_input, needle):
+    result = run_cli(*make_input(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("slicewise: error: ") and needle in lines[-1]
+    assert all(line.startswith(("slicewise: error:", "model ")) for line in lines)
+
+
+def test_headless_demo_prints_dice(tmp_path):
+    env_free = run_cli("demo", "--headless", "--out", str(tmp_path))
+    assert env_free.returncode == 0, env_free.stderr
+    assert "45 images: mean Dice" in env_free.stdout
+    assert len(list(tmp_path.glob("*.png"))) == 45

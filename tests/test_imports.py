@@ -1,0 +1,17 @@
+"""The core, the models and the API import without Qt or napari (the thin-skin rule)."""
+
+import subprocess
+import sys
+
+
+def test_core_and_models_import_without_qt_or_napari():
+    code = (
+        "import sys, slicewise, slicewise.core.inference, slicewise.core.slices, slicewise.core.preprocess, "
+        "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples;"
+        "from slicewise.models.registry import architectures, get_adapter;"
+        "[get_adapter(a) for a in architectures()];"
+        "bad = [m for m in ('qtpy', 'napari', 'PySide6', 'PyQt5', 'PyQt6', 'magicgui') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
