@@ -8,6 +8,7 @@ import tifffile
 from napari.utils.notifications import notification_manager
 
 import slicewise
+from slicewise._qt import widget as widget_module
 from slicewise._qt.demo import open_demo
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.widget import PredictWidget
@@ -79,7 +80,10 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
     assert not labels.data[1].any() and not labels.data[3].any()
 
 
-def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, kvasir_test):
+def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, kvasir_test, monkeypatch):
+    loads = []
+    real_load = widget_module.load_model
+    monkeypatch.setattr(widget_module, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     viewer = make_napari_viewer()
     stack = np.stack([kvasir_test[i % 8][1][:96, :96] for i in range(12)])
     image_layer = viewer.add_image(stack, name="stack", rgb=True)
@@ -90,6 +94,7 @@ def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, k
     qtbot.waitUntil(lambda: bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and widget._worker is None, timeout=TIMEOUT_MS)
     predicted = [z for z in range(12) if outputs(viewer)[0].data[z].any() or outputs(viewer, "probability:polyp")[0].data[z].any()]
     assert predicted[-1] == 11 and len(predicted) < 12
+    assert len(loads) == 1, "a superseded job must keep the model it loaded"
 
 
 def test_grayscale_3d_volume_uses_the_slice_under_the_dims_point(make_napari_viewer, qtbot, data_dir):

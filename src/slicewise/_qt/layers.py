@@ -12,10 +12,21 @@ from typing import Any
 import napari
 import numpy as np
 
+from napari.utils.colormaps import DirectLabelColormap
+
 from slicewise.core.slices import put_slice
 from slicewise.core.types import Prediction
 
 META_KEY = "slicewise"
+# bright colours that stand out on endoscopy, fundus, ultrasound and MR alike (class 1, 2, ...)
+CLASS_COLOURS = ("cyan", "yellow", "magenta", "lime", "orange", "dodgerblue", "red", "white")
+
+
+def class_colormap(num_classes: int) -> DirectLabelColormap:
+    """A fixed colour per class, so the same class looks the same in every prediction layer."""
+    colours = {None: "transparent", 0: "transparent"}
+    colours.update({k: CLASS_COLOURS[(k - 1) % len(CLASS_COLOURS)] for k in range(1, num_classes)})
+    return DirectLabelColormap(color_dict=colours)
 
 
 def spatial_shape(layer: napari.layers.Image) -> tuple[int, ...]:
@@ -50,7 +61,12 @@ def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, predictio
         viewer,
         image,
         {**identity, "role": "labels"},
-        lambda: napari.layers.Labels(np.zeros(shape, dtype=np.uint8), opacity=0.5, **geometry),
+        lambda: napari.layers.Labels(
+            np.zeros(shape, dtype=np.uint8),
+            opacity=0.45,
+            colormap=class_colormap(len(prediction.class_names)),
+            **geometry,
+        ),
     )
     put_slice(labels.data, prediction.slice_ref, prediction.labels)
     labels.name = f"{prediction.model_name} labels ({where})"

@@ -22,7 +22,7 @@ from slicewise.core.inference import iter_predict
 from slicewise.core.slices import slice_ref_from_point, take_slice
 from slicewise.core.types import PredictOptions, Prediction, Progress, SliceRef
 from slicewise.errors import SlicewiseError
-from slicewise.models.loaded import LoadedModel, bundled_models
+from slicewise.models.loaded import LoadedModel, bundled_models, describe_device, resolve_device
 
 from slicewise._qt.layers import show_prediction
 
@@ -45,19 +45,21 @@ class Failure:
 
 
 @thread_worker
-def _predict_job(
-    request: Request, cached: LoadedModel | None
-) -> Generator[Progress, None, tuple[LoadedModel, Prediction] | Failure]:
-    """Load (unless cached), take the slice and predict; person-caused errors are returned."""
+def _predict_job(request: Request, models: dict[tuple[str, str], LoadedModel]) -> Generator[Progress, None, Prediction | Failure]:
+    """Load the model unless cached, take the slice and predict; person-caused errors are returned.
+
+    A loaded model goes into ``models`` at once, so a job superseded after loading keeps it.
+    """
     try:
-        if cached is None:
+        model = models.get((request.model, request.device))
+        if model is None:
             yield Progress(0, 4, "load model")
-        model = cached or load_model(request.model, device=request.device)
+            model = models[(request.model, request.device)] = load_model(request.model, device=request.device)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
         prediction = yield from iter_predict(model, plane, PredictOptions(slice_ref=request.slice_ref))
     except SlicewiseError as error:
         return Failure(str(error))
-    return model, prediction
+    return prediction
 
 
 def _advance(bar: progress, step: Progress) -> None:
@@ -76,7 +78,7 @@ class PredictWidget(Container):
         self.model = ComboBox(label="model", choices=names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None)
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", mode="r")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
-        self.device_info = Label(label="runs on", value="(not loaded)")
+        self.device_info = Label(label="runs on", value="")
         self.follow = CheckBox(text="follow the slice", value=False)
         self.predict_button = PushButton(text="Predict")
         self.status = Label(label="last", value="")
@@ -88,12 +90,12 @@ class PredictWidget(Container):
         self._pending: Request | None = None
         self._closed = False
 
+        self._show_device(self.device.value)
+        self.device.changed.connect(self._show_device)
         self.checkpoint.changed.connect(self._add_checkpoint)
         self.predict_button.changed.connect(self.request_prediction)
         self.follow.changed.connect(lambda on: on and self.request_prediction())
         viewer.dims.events.current_step.connect(self._on_slice_change)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.reset_choices)
         self.native.destroyed.connect(self._shutdown)
 
     def _shutdown(self) -> None:
@@ -101,10 +103,15 @@ class PredictWidget(Container):
         self._closed = True
         self._pending = None
         self._viewer.dims.events.current_step.disconnect(self._on_slice_change)
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
-            event.disconnect(self.reset_choices)
         if self._worker is not None:
             self._worker.quit()
+
+    def _show_device(self, choice: str) -> None:
+        try:
+            self.device_info.value = describe_device(resolve_device(choice))
+        except SlicewiseError as error:
+            self.device_info.value = "unavailable"
+            show_error(str(error))
 
     def _add_checkpoint(self, path: Path) -> None:
         if not Path(path).is_file():
@@ -146,9 +153,9 @@ class PredictWidget(Container):
         self._start(request)
 
     def _start(self, request: Request) -> None:
-        cached = self._models.get((request.model, request.device))
-        bar = progress(total=4 if cached is None else 3, desc=f"slicewise {request.slice_ref.describe()}")
-        worker = _predict_job(request, cached)
+        loaded = (request.model, request.device) in self._models
+        bar = progress(total=3 if loaded else 4, desc=f"slicewise {request.slice_ref.describe()}")
+        worker = _predict_job(request, self._models)
         worker.yielded.connect(lambda step: _advance(bar, step))
         worker.returned.connect(lambda result: self._on_result(request, result))
         worker.finished.connect(bar.close)
@@ -156,15 +163,13 @@ class PredictWidget(Container):
         self._worker = worker
         worker.start()
 
-    def _on_result(self, request: Request, result: tuple[LoadedModel, Prediction] | Failure) -> None:
+    def _on_result(self, request: Request, result: Prediction | Failure) -> None:
         if self._closed:
             return
         if isinstance(result, Failure):
             show_error(result.message)
             return
-        model, prediction = result
-        self._models[(request.model, request.device)] = model
-        self.device_info.value = model.describe_device()
+        prediction = result
         if request.layer in self._viewer.layers:
             show_prediction(self._viewer, request.layer, prediction)
             self.status.value = f"{prediction.model_name} · {prediction.slice_ref.describe()} · {prediction.seconds * 1000:.0f} ms"

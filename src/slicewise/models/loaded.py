@@ -41,9 +41,14 @@ class LoadedModel:
 
     def describe_device(self) -> str:
         """E.g. ``"CUDA (NVIDIA H100), mixed precision"`` or ``"CPU (2 threads)"``."""
-        if self.device.type == "cuda":
-            return f"CUDA ({torch.cuda.get_device_name(self.device)}), mixed precision"
-        return f"CPU ({torch.get_num_threads()} threads)"
+        return describe_device(self.device)
+
+
+def describe_device(device: torch.device) -> str:
+    """What a prediction on ``device`` runs on, in words, for the widget and the CLI."""
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)}), mixed precision"
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def bundled_models() -> dict[str, Path]:

@@ -23,6 +23,7 @@ class TrainConfig:
     size: int = 256
     seed: int = 20240607
     normalization: str = "percentile"
+    augmentation: str = "standard"  # "flips": flips and 90° rotations only; "standard": + affine, intensity
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -41,10 +41,34 @@ def _pad_square(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, pad)
 
 
+def augmentation_pipeline(name: str) -> Compose:
+    """MONAI transforms on (C, H, W) image and (1, H, W) label: "flips" or "standard"."""
+    keys = ("image", "label")
+    flips = [
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+        RandRotate90d(keys=keys, prob=0.5),
+    ]
+    if name == "flips":
+        return Compose(flips)
+    if name != "standard":
+        raise ValueError(f"augmentation must be 'flips' or 'standard', got {name!r}")
+    return Compose(
+        [
+            *flips,
+            RandAffined(keys=keys, prob=0.3, rotate_range=0.2, scale_range=0.1, mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
+            RandShiftIntensityd(keys="image", offsets=0.05, prob=0.3),
+        ]
+    )
+
+
 class SliceDataset(Dataset):
     """Prepared (C, S, S) images and (1, S, S) masks, augmented on the fly."""
 
-    def __init__(self, samples: list[Sample], spec: ModelSpec, size: int, augment: bool) -> None:
+    def __init__(
+        self, samples: list[Sample], spec: ModelSpec, size: int, augment: bool, augmentation: str = "standard"
+    ) -> None:
         self.items = [
             {
                 "image": _pad_square(normalize(match_channels(s.image, spec.input.channels), spec.input), size),
@@ -52,27 +76,7 @@ class SliceDataset(Dataset):
             }
             for s in samples
         ]
-        self.transform = (
-            Compose(
-                [
-                    RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0),
-                    RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1),
-                    RandRotate90d(keys=("image", "label"), prob=0.5),
-                    RandAffined(
-                        keys=("image", "label"),
-                        prob=0.3,
-                        rotate_range=0.2,
-                        scale_range=0.1,
-                        mode=("bilinear", "nearest"),
-                        padding_mode="zeros",
-                    ),
-                    RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-                    RandShiftIntensityd(keys="image", offsets=0.05, prob=0.3),
-                ]
-            )
-            if augment
-            else None
-        )
+        self.transform = augmentation_pipeline(augmentation) if augment else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,7 +123,7 @@ def fit(config: TrainConfig, out: str | Path) -> Path:
     )
     model = build_model(spec)
     train_loader = DataLoader(
-        SliceDataset(train, spec, config.size, augment=True), batch_size=config.batch_size, shuffle=True
+        SliceDataset(train, spec, config.size, augment=True, augmentation=config.augmentation), batch_size=config.batch_size, shuffle=True
     )
     val_loader = DataLoader(SliceDataset(val, spec, config.size, augment=False), batch_size=config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

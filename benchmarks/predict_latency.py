@@ -1,0 +1,151 @@
+"""Slice-change-to-layer latency of the default model, against a bare ``model(x)`` forward.
+
+Rows, per slice size (256² and 512², real Kvasir-SEG test images resized into a stack):
+- bare forward: ``module(x)`` under ``torch.inference_mode`` on the already prepared tensor
+  (the baseline: what the network alone costs);
+- core path: take the slice from the stack, ``slicewise.predict`` (prepare, forward,
+  probabilities, labels) and write labels and probabilities into stack-shaped output arrays;
+- viewer path (with a display, e.g. under xvfb-run): ``viewer.dims.set_current_step`` with
+  "follow the slice" on, until the widget has written the slice into its napari layers.
+The ratio column is p50 divided by the bare forward's p50 (our overhead).
+
+    python benchmarks/predict_latency.py [--device cpu|cuda] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from skimage.transform import resize
+
+import slicewise
+from slicewise.core.preprocess import prepare
+from slicewise.core.slices import put_slice
+from slicewise.core.types import SliceRef
+from slicewise.io.samples import sample_stack
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    ms = np.asarray(seconds) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def make_stack(size: int, count: int) -> np.ndarray:
+    images, _, _ = sample_stack("kvasir_seg", "test")
+    chosen = images[:count]
+    if size == chosen.shape[1]:
+        return chosen
+    return np.stack([(resize(im, (size, size), preserve_range=True, anti_aliasing=False)).astype(np.uint8) for im in chosen])
+
+
+def time_bare(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> list[float]:
+    x = torch.from_numpy(prepare(stack[0], model.spec.input)).unsqueeze(0).to(model.device)
+    if model.adapter.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 3):
+            started = time.perf_counter()
+            model.module(x)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times.append(time.perf_counter() - started)
+    return times
+
+
+def time_core(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> list[float]:
+    labels = np.zeros(stack.shape[:3], np.uint8)
+    probabilities = np.zeros((model.spec.output.num_classes, *stack.shape[:3]), np.float32)
+    times = []
+    for i in range(repeats + 3):
+        ref = SliceRef((i % len(stack),))
+        started = time.perf_counter()
+        prediction = slicewise.predict(model, stack, slice_ref=ref, rgb=True)
+        put_slice(labels, ref, prediction.labels)
+        put_slice(probabilities, ref, prediction.probabilities)
+        if i >= 3:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -> list[float]:
+    """From ``set_current_step`` until the widget has written the slice into its last layer."""
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from slicewise._qt.widget import PredictWidget
+
+    viewer = napari.Viewer(show=False)
+    layer = viewer.add_image(stack, rgb=True, name="bench")
+    widget = PredictWidget(viewer)
+    widget.image.value, widget.model.value, widget.device.value = layer, model_name, device
+    viewer.dims.set_current_step(0, 0)
+    times = []
+    for i in range(repeats + 4):
+        loop = QEventLoop()
+        quit_loop = lambda _event, loop=loop: loop.quit()  # noqa: E731
+        written = [lay for lay in viewer.layers if lay.name.startswith(f"{model_name} P(")]
+        if written:
+            written[-1].events.name.connect(quit_loop)
+        started = time.perf_counter()
+        if i == 0:
+            widget.follow.value = True
+        else:
+            viewer.dims.set_current_step(0, i % len(stack))
+        QTimer.singleShot(30_000, loop.quit)
+        loop.exec()
+        elapsed = time.perf_counter() - started
+        if written:
+            written[-1].events.name.disconnect(quit_loop)
+        while widget._worker is not None:
+            QEventLoop().processEvents()
+        if i > 3:
+            times.append(elapsed)
+    viewer.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-viewer", action="store_true", help="skip the napari row even with a display")
+    args = parser.parse_args()
+    model = slicewise.load_model(slicewise.DEFAULT_MODEL, device=args.device)
+    with_viewer = not args.no_viewer and bool(os.environ.get("DISPLAY"))
+    print(f"machine: {machine()}")
+    print(f"model: {model.name} ({model.spec.arch}, {sum(p.numel() for p in model.module.parameters()) / 1e6:.2f} M params) "
+          f"on {model.describe_device()}")
+    print(f"{'size':>6} {'path':<14} {'p50 ms':>8} {'p95 ms':>8} {'ratio vs bare p50':>18}")
+    for size in (256, 512):
+        stack = make_stack(size, 12)
+        bare_p50, bare_p95 = percentiles(time_bare(model, stack, args.repeats))
+        rows = [("bare forward", bare_p50, bare_p95), ("core path", *percentiles(time_core(model, stack, args.repeats)))]
+        if with_viewer:
+            rows.append(("napari viewer", *percentiles(time_viewer(slicewise.DEFAULT_MODEL, args.device, stack, args.repeats))))
+        for name, p50, p95 in rows:
+            print(f"{size:>5}² {name:<14} {p50:>8.1f} {p95:>8.1f} {p50 / bare_p50:>17.2f}×")
+    if not with_viewer:
+        print("(no display: the napari viewer row needs one, e.g. xvfb-run -a python benchmarks/predict_latency.py)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""``slicewise-train``: fit, evaluate and export models for the slicewise plugin."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+
+from slicewise.errors import SlicewiseError
+from slicewise_train.config import TrainConfig
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from slicewise_train.loop import fit
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig(data=tuple(args.data or ()))
+    overrides = {"data": tuple(args.data) if args.data else None, "arch": args.model, "epochs": args.epochs}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if not config.data:
+        raise SlicewiseError("Give at least one dataset with --data DIR (or a config file that names one).")
+    print(fit(config, args.out))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from slicewise_train.evaluate import evaluate
+
+    results = [evaluate(args.model, data, args.split).as_dict() for data in args.data]
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            print(f"{r['dataset']:<14} {r['split']:<5} {r['images']:>4} images  Dice {r['dice']:.4f} (pooled)  {r['mean_dice']:.4f} (mean per image)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from slicewise_train.export import export
+
+    path, evaluations = export(args.checkpoint, args.out, args.evaluate_on)
+    for e in evaluations:
+        print(f"{e.dataset:<14} test Dice {e.pooled_dice:.4f} (pooled), {e.mean_dice:.4f} (mean per image)")
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slicewise-train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit", help="train a registry architecture on shared-layout datasets")
+    p.add_argument("--data", action="append", help="dataset folder (images/, masks/, split.json); repeatable")
+    p.add_argument("--model", help="registry architecture name (slicewise models --architectures)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--config", help="JSON file with TrainConfig fields")
+    p.add_argument("--out", required=True, help="run folder: model.safetensors, history.json")
+    p.set_defaults(run=_cmd_fit)
+    p = sub.add_parser("evaluate", help="Dice of a checkpoint on a split, through slicewise.predict")
+    p.add_argument("--model", required=True, help="bundled model name or .safetensors file")
+    p.add_argument("--data", action="append", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_evaluate)
+    p = sub.add_parser("export", help="evaluate on test splits and write a plugin checkpoint with the figures")
+    p.add_argument("checkpoint")
+    p.add_argument("--evaluate-on", action="append", required=True, help="dataset folder; the first is the training set")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SlicewiseError as error:
+        print(f"slicewise-train: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
