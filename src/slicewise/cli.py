@@ -177,17 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; expected failures print one sentence on stderr and return 2."""
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse and run a sub-command; a ``SlicewiseError`` becomes one stderr line and status 2."""
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except SlicewiseError as error:
-        print(f"slicewise: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("slicewise: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``slicewise``."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

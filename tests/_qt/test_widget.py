@@ -140,3 +140,12 @@ def test_demo_opens_the_sample_stack_and_shows_a_prediction(make_napari_viewer, 
     assert widget.follow.value and outputs(viewer)[0].name.endswith(f"(slice {viewed})")
     assert outputs(viewer, "probability:polyp")[0].data[viewed].any()
     assert viewer.layers["kvasir_seg test"].data.shape == (45, 256, 256, 3)
+
+
+def test_nan_filled_image_is_one_notification_and_no_layer(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="empty scan")
+    widget = make_widget(viewer, image_layer)
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: any("no finite pixel values" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["empty scan"]

@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from slicewise.cli import run_command
 from slicewise.errors import SlicewiseError
 from slicewise_train.config import TrainConfig
 
@@ -71,12 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except SlicewiseError as error:
-        print(f"slicewise-train: error: {error}", file=sys.stderr)
-        return 2
+    """Entry point of ``slicewise-train``."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
