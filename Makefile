@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/slicewise demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src training tests benchmarks scripts
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
@@ -52,7 +51,9 @@ def make_stack(size: int, count: int) -> np.ndarray:
     chosen = images[:count]
     if size == chosen.shape[1]:
         return chosen
-    return np.stack([(resize(im, (size, size), preserve_range=True, anti_aliasing=False)).astype(np.uint8) for im in chosen])
+    return np.stack(
+        [(resize(im, (size, size), preserve_range=True, anti_aliasing=False)).astype(np.uint8) for im in chosen]
+    )
 
 
 def time_bare(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> list[float]:
@@ -132,15 +133,23 @@ def main() -> None:
     model = slicewise.load_model(slicewise.DEFAULT_MODEL, device=args.device)
     with_viewer = not args.no_viewer and bool(os.environ.get("DISPLAY"))
     print(f"machine: {machine()}")
-    print(f"model: {model.name} ({model.spec.arch}, {sum(p.numel() for p in model.module.parameters()) / 1e6:.2f} M params) "
-          f"on {model.describe_device()}")
+    params = sum(p.numel() for p in model.module.parameters()) / 1e6
+    print(f"model: {model.name} ({model.spec.arch}, {params:.2f} M params) on {model.describe_device()}")
     print(f"{'size':>6} {'path':<14} {'p50 ms':>8} {'p95 ms':>8} {'ratio vs bare p50':>18}")
     for size in (256, 512):
         stack = make_stack(size, 12)
         bare_p50, bare_p95 = percentiles(time_bare(model, stack, args.repeats))
-        rows = [("bare forward", bare_p50, bare_p95), ("core path", *percentiles(time_core(model, stack, args.repeats)))]
+        rows = [
+            ("bare forward", bare_p50, bare_p95),
+            ("core path", *percentiles(time_core(model, stack, args.repeats))),
+        ]
         if with_viewer:
-            rows.append(("napari viewer", *percentiles(time_viewer(slicewise.DEFAULT_MODEL, args.device, stack, args.repeats))))
+            rows.append(
+                (
+                    "napari viewer",
+                    *percentiles(time_viewer(slicewise.DEFAULT_MODEL, args.device, stack, args.repeats)),
+                )
+            )
         for name, p50, p95 in rows:
             print(f"{size:>5}² {name:<14} {p50:>8.1f} {p95:>8.1f} {p50 / bare_p50:>17.2f}×")
     if not with_viewer:

@@ -1,6 +1,6 @@
 """Take the README's screenshot: the demo viewer with a prediction, as a person sees it.
 
-    xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py docs/images/demo.png
+xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py docs/images/demo.png
 """
 
 from __future__ import annotations

@@ -26,7 +26,11 @@ def kvasir_test(data_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(stem, RGB uint8 image, mask) for the first eight Kvasir-SEG test images."""
     root = data_dir / "kvasir_seg"
     return [
-        (stem, read_image(root / "images" / f"{stem}.png"), read_image(root / "masks" / f"{stem}.png"))
+        (
+            stem,
+            read_image(root / "images" / f"{stem}.png"),
+            read_image(root / "masks" / f"{stem}.png"),
+        )
         for stem in split_stems(root, "test")[:8]
     ]
 
@@ -41,5 +45,11 @@ def default_model():
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A small random-weight U-Net saved in slicewise's format (grayscale, 3 classes)."""
-    spec = make_spec("unet", class_names=("background", "a", "b"), in_channels=1, channels=[4, 8, 16], strides=[2, 2])
+    spec = make_spec(
+        "unet",
+        class_names=("background", "a", "b"),
+        in_channels=1,
+        channels=[4, 8, 16],
+        strides=[2, 2],
+    )
     return save_checkpoint(tmp_path / "tiny.safetensors", build_model(spec).state_dict(), spec, {"note": "tiny"})

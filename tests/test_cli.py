@@ -15,7 +15,11 @@ from slicewise.cli import main
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "slicewise.cli", *args], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, "-m", "slicewise.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
 
 
@@ -53,12 +57,34 @@ def test_inspect_json_and_models_list(capsys):
 @pytest.mark.parametrize(
     ("make_input", "needle"),
     [
-        (lambda d: d.joinpath("model.safetensors").write_bytes(b"\x80\x04garbage") and ["inspect", str(d / "model.safetensors")], "pickle"),
+        (
+            lambda d: (
+                d.joinpath("model.safetensors").write_bytes(b"\x80\x04garbage")
+                and ["inspect", str(d / "model.safetensors")]
+            ),
+            "pickle",
+        ),
         (lambda d: ["predict", str(d / "missing.png"), "--out", str(d)], "does not exist"),
-        (lambda d: d.joinpath("x.png").write_bytes(b"not a png") and ["predict", str(d / "x.png"), "--out", str(d)], "Cannot read x.png"),
-        (lambda d: np.save(d / "nan.npy", np.full((32, 32), np.nan)) or ["predict", str(d / "nan.npy"), "--out", str(d)], "no finite pixel"),
-        (lambda d: np.save(d / "rank.npy", np.zeros((2, 2, 2, 8, 8))) or ["predict", str(d / "rank.npy"), "--out", str(d)], "Expected a 2D slice or a 3D stack"),
-        (lambda d: ["predict", str(d), "--out", str(d / "o"), "--model", "nosuchmodel"], "No bundled model"),
+        (
+            lambda d: d.joinpath("x.png").write_bytes(b"not a png") and ["predict", str(d / "x.png"), "--out", str(d)],
+            "Cannot read x.png",
+        ),
+        (
+            lambda d: (
+                np.save(d / "nan.npy", np.full((32, 32), np.nan)) or ["predict", str(d / "nan.npy"), "--out", str(d)]
+            ),
+            "no finite pixel",
+        ),
+        (
+            lambda d: (
+                np.save(d / "rank.npy", np.zeros((2, 2, 2, 8, 8))) or ["predict", str(d / "rank.npy"), "--out", str(d)]
+            ),
+            "Expected a 2D slice or a 3D stack",
+        ),
+        (
+            lambda d: ["predict", str(d), "--out", str(d / "o"), "--model", "nosuchmodel"],
+            "No bundled model",
+        ),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, make_input, needle):

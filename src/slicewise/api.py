@@ -9,14 +9,15 @@ import torch
 
 from slicewise.core.inference import predict as _predict
 from slicewise.core.slices import take_slice
-from slicewise.core.types import PredictOptions, Prediction, SliceRef
+from slicewise.core.types import Prediction, PredictOptions, SliceRef
 from slicewise.models.loaded import LoadedModel, load
 
 DEFAULT_MODEL = "polyp_unet"
 
 
 def load_model(
-    name_or_path: str | os.PathLike | LoadedModel = DEFAULT_MODEL, device: str | torch.device = "auto"
+    name_or_path: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
 ) -> LoadedModel:
     """A bundled model by name (``slicewise models``) or a slicewise ``.safetensors`` file.
 
@@ -28,7 +29,11 @@ def load_model(
 
 
 def predict(
-    model: LoadedModel | str | os.PathLike, image: np.ndarray, *, slice_ref: SliceRef | None = None, rgb: bool | None = None
+    model: LoadedModel | str | os.PathLike,
+    image: np.ndarray,
+    *,
+    slice_ref: SliceRef | None = None,
+    rgb: bool | None = None,
 ) -> Prediction:
     """Segment a 2D image, or the slice ``slice_ref`` of a stack.
 

@@ -92,8 +92,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
     print(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
     print(f"  classes       {', '.join(info['classes'])}")
-    print(f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
-          f"padded to a multiple of {info['input']['divisor']}")
+    print(
+        f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
+        f"padded to a multiple of {info['input']['divisor']}"
+    )
     for key, value in header.provenance.items():
         print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
@@ -129,7 +131,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     data = shared_data_dir()
     if not args.headless and not has_display():
-        print("No display found (DISPLAY is not set), so the demo runs headless instead.", file=sys.stderr)
+        print(
+            "No display found (DISPLAY is not set), so the demo runs headless instead.",
+            file=sys.stderr,
+        )
         args.headless = True
     if not args.headless:
         from slicewise._qt.demo import run_demo
@@ -140,7 +145,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     test_stems = json.loads((dataset / "split.json").read_text())["test"]
     inputs = [str(dataset / "images" / f"{stem}.png") for stem in test_stems]
     predict_args = argparse.Namespace(
-        inputs=inputs, model=args.model, out=args.out, device=args.device, reference=str(dataset / "masks")
+        inputs=inputs,
+        model=args.model,
+        out=args.out,
+        device=args.device,
+        reference=str(dataset / "masks"),
     )
     return _cmd_predict(predict_args)
 
@@ -153,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment 2D images (or TIFF stacks slice by slice) into label maps")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or .safetensors file (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled model name or .safetensors file (default {DEFAULT_MODEL})",
+    )
     p.add_argument("--out", required=True, help="folder for <stem>.png label maps (uint8, input size)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--reference", help="folder of reference masks with the same file names: print Dice")
@@ -170,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="open napari with the widget, sample data and the default model")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--headless", action="store_true", help="no window: predict the sample test split and print Dice")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window: predict the sample test split and print Dice",
+    )
     p.add_argument("--out", default="out/demo", help="where the headless demo writes its masks")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(run=_cmd_demo)

@@ -71,11 +71,16 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
 
     viewer.dims.set_current_step(0, 2)
-    qtbot.waitUntil(lambda: outputs(viewer)[0].name.endswith("(slice 2)") and widget._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: outputs(viewer)[0].name.endswith("(slice 2)") and widget._worker is None,
+        timeout=TIMEOUT_MS,
+    )
     labels = outputs(viewer)[0]
     assert labels.data.shape == stack.shape[:3]
     assert tuple(labels.scale) == (2.5, 1, 1)
-    expected = slicewise.predict(widget._models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))).labels
+    expected = slicewise.predict(
+        widget._models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))
+    ).labels
     np.testing.assert_array_equal(labels.data[2], expected)
     assert not labels.data[1].any() and not labels.data[3].any()
 
@@ -91,8 +96,15 @@ def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, k
     widget.follow.value = True
     for z in range(12):
         viewer.dims.set_current_step(0, z)
-    qtbot.waitUntil(lambda: bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and widget._worker is None, timeout=TIMEOUT_MS)
-    predicted = [z for z in range(12) if outputs(viewer)[0].data[z].any() or outputs(viewer, "probability:polyp")[0].data[z].any()]
+    qtbot.waitUntil(
+        lambda: bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and widget._worker is None,
+        timeout=TIMEOUT_MS,
+    )
+    predicted = [
+        z
+        for z in range(12)
+        if outputs(viewer)[0].data[z].any() or outputs(viewer, "probability:polyp")[0].data[z].any()
+    ]
     assert predicted[-1] == 11 and len(predicted) < 12
     assert len(loads) == 1, "a superseded job must keep the model it loaded"
 
@@ -109,7 +121,9 @@ def test_grayscale_3d_volume_uses_the_slice_under_the_dims_point(make_napari_vie
     assert outputs(viewer, "probability:polyp")[0].data[90].any()
 
 
-def test_unsafe_checkpoint_is_one_notification_and_changes_nothing(make_napari_viewer, qtbot, tmp_path, notifications, kvasir_test):
+def test_unsafe_checkpoint_is_one_notification_and_changes_nothing(
+    make_napari_viewer, qtbot, tmp_path, notifications, kvasir_test
+):
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
@@ -118,18 +132,26 @@ def test_unsafe_checkpoint_is_one_notification_and_changes_nothing(make_napari_v
     widget.checkpoint.value = bad
     assert widget.model.value == str(bad)
     widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: any("pickle" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: any("pickle" in m for m in notifications) and widget._worker is None,
+        timeout=TIMEOUT_MS,
+    )
     assert [layer.name for layer in viewer.layers] == ["polyp"]
     assert all("\n" not in m for m in notifications)
 
 
-def test_rgb_image_into_a_grayscale_checkpoint_is_one_notification(make_napari_viewer, qtbot, tiny_checkpoint, notifications, kvasir_test):
+def test_rgb_image_into_a_grayscale_checkpoint_is_one_notification(
+    make_napari_viewer, qtbot, tiny_checkpoint, notifications, kvasir_test
+):
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
     widget.checkpoint.value = tiny_checkpoint
     widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: any("expects grayscale input" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: any("expects grayscale input" in m for m in notifications) and widget._worker is None,
+        timeout=TIMEOUT_MS,
+    )
     assert len(viewer.layers) == 1
 
 
@@ -147,5 +169,8 @@ def test_nan_filled_image_is_one_notification_and_no_layer(make_napari_viewer, q
     image_layer = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="empty scan")
     widget = make_widget(viewer, image_layer)
     widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: any("no finite pixel values" in m for m in notifications) and widget._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: any("no finite pixel values" in m for m in notifications) and widget._worker is None,
+        timeout=TIMEOUT_MS,
+    )
     assert [layer.name for layer in viewer.layers] == ["empty scan"]

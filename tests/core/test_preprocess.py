@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from slicewise.core.preprocess import MAX_SLICE_PIXELS, check_slice, match_channels, normalize, pad_to_divisor, prepare
+from slicewise.core.preprocess import (
+    MAX_SLICE_PIXELS,
+    check_slice,
+    match_channels,
+    normalize,
+    pad_to_divisor,
+    prepare,
+)
 from slicewise.errors import ImageError, InputSpecError
 from slicewise.models.spec import InputSpec
 
@@ -16,7 +23,7 @@ def test_normalisation_is_the_same_for_uint8_uint16_and_float(kvasir_test):
     assert as_uint8.dtype == np.float32
     np.testing.assert_allclose(as_uint8, as_uint16, atol=1e-5)
     np.testing.assert_allclose(as_uint8, as_float, atol=1e-5)
-    assert 0.0 <= as_uint8.min() and as_uint8.max() <= 1.0
+    assert as_uint8.min() >= 0.0 and as_uint8.max() <= 1.0
 
 
 def test_input_is_never_mutated(kvasir_test):

@@ -76,9 +76,7 @@ def test_architecture_contract(arch: str, channels: int, tmp_path: Path) -> None
     reloaded = load(path, device="cpu")
     assert reloaded.spec == spec
     assert reloaded.provenance == provenance
-    np.testing.assert_array_equal(
-        predict(reloaded, slices["uint8"]).probabilities, predictions["uint8"].probabilities
-    )
+    np.testing.assert_array_equal(predict(reloaded, slices["uint8"]).probabilities, predictions["uint8"].probabilities)
 
 
 @pytest.fixture
@@ -93,9 +91,7 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("arch", architectures())
-def test_pretrained_failures_are_one_sentence(
-    arch: str, tmp_path: Path, empty_caches: Path
-) -> None:
+def test_pretrained_failures_are_one_sentence(arch: str, tmp_path: Path, empty_caches: Path) -> None:
     unfitting = tmp_path / "unfitting.safetensors"
     save_file({"unrelated.weight": torch.zeros(2, 2)}, unfitting)
     unsafe = tmp_path / "unsafe.pt"
@@ -164,9 +160,6 @@ def _cache_snapshot(cache: Path, repo_id: str, state: dict[str, torch.Tensor]) -
 def test_pretrained_encoder_loads_from_the_local_cache(arch: str, empty_caches: Path) -> None:
     spec, source = _pretrained_source(arch)
     adapter = get_adapter(arch)
-    if adapter.family == "timm":
-        repo_id = _timm_model(spec).pretrained_cfg["hf_hub_id"]
-    else:
-        repo_id = adapter.pretrained_id
+    repo_id = _timm_model(spec).pretrained_cfg["hf_hub_id"] if adapter.family == "timm" else adapter.pretrained_id
     _cache_snapshot(empty_caches, repo_id, source)
     _assert_encoder_holds(spec, build_model(spec, pretrained="cache"), source)

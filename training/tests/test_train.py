@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 import slicewise
-from slicewise.models.checkpoint import read_header
 from slicewise.io.samples import shared_data_dir
+from slicewise.models.checkpoint import read_header
 from slicewise_train.cli import main
 from slicewise_train.config import TrainConfig
 from slicewise_train.evaluate import evaluate

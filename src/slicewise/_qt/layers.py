@@ -11,7 +11,6 @@ from typing import Any
 
 import napari
 import numpy as np
-
 from napari.utils.colormaps import DirectLabelColormap
 
 from slicewise.core.slices import put_slice
@@ -43,7 +42,9 @@ def _find_or_add(
     viewer: napari.Viewer, image: napari.layers.Image, identity: dict[str, Any], make: Any
 ) -> napari.layers.Layer:
     for layer in viewer.layers:
-        if layer.metadata.get(META_KEY) == identity and layer.data.shape[-len(spatial_shape(image)) :] == spatial_shape(image):
+        if layer.metadata.get(META_KEY) == identity and layer.data.shape[-len(spatial_shape(image)) :] == spatial_shape(
+            image
+        ):
             return layer
     layer = make()
     layer.metadata[META_KEY] = identity

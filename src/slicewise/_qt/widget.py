@@ -12,19 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    PushButton,
+    create_widget,
+)
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
+from slicewise._qt.layers import show_prediction
 from slicewise.api import DEFAULT_MODEL, load_model
 from slicewise.core.inference import iter_predict
 from slicewise.core.slices import slice_ref_from_point, take_slice
-from slicewise.core.types import PredictOptions, Prediction, Progress, SliceRef
+from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel, bundled_models, describe_device, resolve_device
-
-from slicewise._qt.layers import show_prediction
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,9 @@ class Failure:
 
 
 @thread_worker
-def _predict_job(request: Request, models: dict[tuple[str, str], LoadedModel]) -> Generator[Progress, None, Prediction | Failure]:
+def _predict_job(
+    request: Request, models: dict[tuple[str, str], LoadedModel]
+) -> Generator[Progress, None, Prediction | Failure]:
     """Load the model unless cached, take the slice and predict; person-caused errors are returned.
 
     A loaded model goes into ``models`` at once, so a job superseded after loading keeps it.
@@ -82,8 +91,18 @@ class PredictWidget(Container):
         self.follow = CheckBox(text="follow the slice", value=False)
         self.predict_button = PushButton(text="Predict")
         self.status = Label(label="last", value="")
-        self.extend([self.image, self.model, self.checkpoint, self.device, self.device_info, self.follow,
-                     self.predict_button, self.status])
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.checkpoint,
+                self.device,
+                self.device_info,
+                self.follow,
+                self.predict_button,
+                self.status,
+            ]
+        )
 
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._worker: GeneratorWorker | None = None
@@ -172,7 +191,8 @@ class PredictWidget(Container):
         prediction = result
         if request.layer in self._viewer.layers:
             show_prediction(self._viewer, request.layer, prediction)
-            self.status.value = f"{prediction.model_name} · {prediction.slice_ref.describe()} · {prediction.seconds * 1000:.0f} ms"
+            where = prediction.slice_ref.describe()
+            self.status.value = f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms"
 
     def _on_finished(self) -> None:
         self._worker = None

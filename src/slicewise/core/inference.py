@@ -15,16 +15,14 @@ import numpy as np
 import torch
 
 from slicewise.core.preprocess import prepare
-from slicewise.core.types import PredictOptions, Prediction, Progress
+from slicewise.core.types import Prediction, PredictOptions, Progress
 from slicewise.models.loaded import LoadedModel
 
 _STAGES = ("prepare", "forward", "postprocess")
 
 
 def _forward(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.float16) if model.mixed_precision else nullcontext()
-    )
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if model.mixed_precision else nullcontext()
     with torch.inference_mode(), autocast:
         # back to the standard layout: argmax over a channels-last tensor is ~10x slower
         return model.adapter.logits(model.module, batch).float().contiguous()

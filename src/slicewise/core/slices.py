@@ -23,7 +23,7 @@ def slice_ref_from_point(shape: tuple[int, ...], point: tuple[float, ...], rgb: 
     leading = spatial_ndim(shape, rgb) - 2
     if leading < 0:
         raise ImageError(f"An image of shape {shape} has fewer than two spatial axes; nothing to segment.")
-    coords = tuple(point)[-spatial_ndim(shape, rgb):][:leading] if leading else ()
+    coords = tuple(point)[-spatial_ndim(shape, rgb) :][:leading] if leading else ()
     index = tuple(int(np.clip(round(c), 0, shape[i] - 1)) for i, c in enumerate(coords))
     return SliceRef(index=index)
 

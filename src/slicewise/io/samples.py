@@ -36,7 +36,9 @@ def split_stems(dataset: Path, split: str = "test") -> list[str]:
     return list(json.loads((dataset / "split.json").read_text())[split])
 
 
-def sample_stack(dataset: str = "kvasir_seg", split: str = "test", size: int = 256) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def sample_stack(
+    dataset: str = "kvasir_seg", split: str = "test", size: int = 256
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A split's images and masks padded into stacks: (N, S, S[, 3]) images and (N, S, S) masks.
 
     The shared 2D sets have varied sizes (long side 256); zero-padding bottom/right puts them

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from slicewise.errors import CheckpointError
 from slicewise.models.spec import ModelSpec
@@ -102,7 +102,9 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
         spec = ModelSpec.from_json(metadata[_SPEC_KEY])
         provenance = json.loads(metadata.get(_PROVENANCE_KEY, "{}"))
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"The model spec in {path.name} is malformed ({error}); re-export the checkpoint.") from error
+        raise CheckpointError(
+            f"The model spec in {path.name} is malformed ({error}); re-export the checkpoint."
+        ) from error
     return CheckpointHeader(spec=spec, provenance=provenance, format_version=metadata.get(_VERSION_KEY, "?"))
 
 
@@ -110,10 +112,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[CheckpointHeader, dict[str
     """Read a checkpoint's header and weights (CPU tensors); never unpickles."""
     header = read_header(path)
     try:
-        tensors: dict[str, torch.Tensor] = {}
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                tensors[key] = handle.get_tensor(key)
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"The weights in {Path(path).name} cannot be read ({error}); the file is probably truncated."

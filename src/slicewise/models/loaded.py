@@ -94,7 +94,14 @@ def from_state(
     module = module.to(target).eval()
     if adapter.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return LoadedModel(spec=spec, module=module, adapter=adapter, device=target, source=source, provenance=provenance or {})
+    return LoadedModel(
+        spec=spec,
+        module=module,
+        adapter=adapter,
+        device=target,
+        source=source,
+        provenance=provenance or {},
+    )
 
 
 def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:

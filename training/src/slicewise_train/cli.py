@@ -17,7 +17,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from slicewise_train.loop import fit
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig(data=tuple(args.data or ()))
-    overrides = {"data": tuple(args.data) if args.data else None, "arch": args.model, "epochs": args.epochs}
+    overrides = {
+        "data": tuple(args.data) if args.data else None,
+        "arch": args.model,
+        "epochs": args.epochs,
+    }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if not config.data:
         raise SlicewiseError("Give at least one dataset with --data DIR (or a config file that names one).")
@@ -33,7 +37,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
         for r in results:
-            print(f"{r['dataset']:<14} {r['split']:<5} {r['images']:>4} images  Dice {r['dice']:.4f} (pooled)  {r['mean_dice']:.4f} (mean per image)")
+            print(
+                f"{r['dataset']:<14} {r['split']:<5} {r['images']:>4} images  "
+                f"Dice {r['dice']:.4f} (pooled)  {r['mean_dice']:.4f} (mean per image)"
+            )
     return 0
 
 
@@ -65,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_evaluate)
     p = sub.add_parser("export", help="evaluate on test splits and write a plugin checkpoint with the figures")
     p.add_argument("checkpoint")
-    p.add_argument("--evaluate-on", action="append", required=True, help="dataset folder; the first is the training set")
+    p.add_argument(
+        "--evaluate-on",
+        action="append",
+        required=True,
+        help="dataset folder; the first is the training set",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(run=_cmd_export)
     return parser

@@ -26,7 +26,9 @@ def read_split(root: Path, split: str) -> list[str]:
         raise SlicewiseError(f"{root} has no split.json; expected images/, masks/ and split.json.")
     splits = json.loads(split_file.read_text())
     if split not in splits:
-        raise SlicewiseError(f"{split_file} has no {split!r} split; it has {', '.join(k for k in splits if k != 'seed')}.")
+        raise SlicewiseError(
+            f"{split_file} has no {split!r} split; it has {', '.join(k for k in splits if k != 'seed')}."
+        )
     return list(splits[split])
 
 

@@ -56,7 +56,14 @@ def augmentation_pipeline(name: str) -> Compose:
     return Compose(
         [
             *flips,
-            RandAffined(keys=keys, prob=0.3, rotate_range=0.2, scale_range=0.1, mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandAffined(
+                keys=keys,
+                prob=0.3,
+                rotate_range=0.2,
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
             RandShiftIntensityd(keys="image", offsets=0.05, prob=0.3),
         ]
@@ -67,7 +74,12 @@ class SliceDataset(Dataset):
     """Prepared (C, S, S) images and (1, S, S) masks, augmented on the fly."""
 
     def __init__(
-        self, samples: list[Sample], spec: ModelSpec, size: int, augment: bool, augmentation: str = "standard"
+        self,
+        samples: list[Sample],
+        spec: ModelSpec,
+        size: int,
+        augment: bool,
+        augmentation: str = "standard",
     ) -> None:
         self.items = [
             {
@@ -123,7 +135,9 @@ def fit(config: TrainConfig, out: str | Path) -> Path:
     )
     model = build_model(spec)
     train_loader = DataLoader(
-        SliceDataset(train, spec, config.size, augment=True, augmentation=config.augmentation), batch_size=config.batch_size, shuffle=True
+        SliceDataset(train, spec, config.size, augment=True, augmentation=config.augmentation),
+        batch_size=config.batch_size,
+        shuffle=True,
     )
     val_loader = DataLoader(SliceDataset(val, spec, config.size, augment=False), batch_size=config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -141,8 +155,18 @@ def fit(config: TrainConfig, out: str | Path) -> Path:
             schedule.step()
             losses.append(loss.item())
         dice = pooled_dice(model, val_loader, num_classes)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice, "seconds": time.time() - started})
-        print(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.4f} val dice {dice:.4f}", flush=True)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "val_dice": dice,
+                "seconds": time.time() - started,
+            }
+        )
+        print(
+            f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.4f} val dice {dice:.4f}",
+            flush=True,
+        )
         if dice > best:
             best = dice
             provenance = {

@@ -105,8 +105,7 @@ def _cached_weights(name: str) -> Path:
     config = timm.models.get_pretrained_cfg(name)
     if config is None:
         raise PretrainedWeightsError(
-            f"timm has no pretrained weights for {name}; "
-            "pass pretrained='/path/to/weights.safetensors'."
+            f"timm has no pretrained weights for {name}; pass pretrained='/path/to/weights.safetensors'."
         )
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(config.hf_hub_id, filename) if config.hf_hub_id else None

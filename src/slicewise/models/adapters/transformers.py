@@ -44,9 +44,7 @@ class TransformersAdapter(Adapter):
             encoder.load_state_dict(self._pretrained_state(encoder, pretrained))
         return model
 
-    def _pretrained_state(
-        self, encoder: nn.Module, pretrained: str | os.PathLike
-    ) -> dict[str, torch.Tensor]:
+    def _pretrained_state(self, encoder: nn.Module, pretrained: str | os.PathLike) -> dict[str, torch.Tensor]:
         """The encoder's state dict as transformers loads it from ``pretrained``, checked to fit.
 
         Normalisation layers a classification checkpoint lacks (the per-stage output norms of
@@ -110,9 +108,7 @@ class SegformerAdapter(TransformersAdapter):
 
 class UperNetConvNextAdapter(TransformersAdapter):
     arch = "upernet_convnext"
-    description = (
-        "UperNet (pyramid pooling + FPN decoder) on a ConvNeXt backbone, ConvNeXt-atto sizes"
-    )
+    description = "UperNet (pyramid pooling + FPN decoder) on a ConvNeXt backbone, ConvNeXt-atto sizes"
     default_kwargs = {
         "depths": [2, 2, 6, 2],
         "hidden_sizes": [40, 80, 160, 320],
@@ -123,9 +119,7 @@ class UperNetConvNextAdapter(TransformersAdapter):
     encoder_attr = "backbone"
     pretrained_id = "facebook/convnext-tiny-224"
 
-    def create(
-        self, in_channels: int, num_classes: int, *, decoder_hidden_size: int, **backbone: Any
-    ) -> nn.Module:
+    def create(self, in_channels: int, num_classes: int, *, decoder_hidden_size: int, **backbone: Any) -> nn.Module:
         ensure_torchvision_ops()
         from transformers import ConvNextConfig
 
@@ -149,9 +143,7 @@ class UperNetSwinAdapter(UperNetConvNextAdapter):
     channels_last = False
     pretrained_id = "microsoft/swin-tiny-patch4-window7-224"
 
-    def create(
-        self, in_channels: int, num_classes: int, *, decoder_hidden_size: int, **backbone: Any
-    ) -> nn.Module:
+    def create(self, in_channels: int, num_classes: int, *, decoder_hidden_size: int, **backbone: Any) -> nn.Module:
         ensure_torchvision_ops()
         from transformers import SwinConfig
 
