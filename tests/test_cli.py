@@ -105,3 +105,15 @@ def test_demo_without_a_display_says_so_and_runs_headless(tmp_path):
     mean_dice = float(result.stdout.split("mean Dice ")[1].split(",")[0])
     assert mean_dice > 0.7
     assert len(list(tmp_path.glob("*.png"))) == 45
+
+
+def test_predict_writes_the_uncertainty_map_beside_the_mask(tmp_path, kvasir_test):
+    stem, image, _ = kvasir_test[0]
+    Image.fromarray(image).save(tmp_path / f"{stem}.png")
+    assert (
+        main(["predict", str(tmp_path / f"{stem}.png"), "--out", str(tmp_path / "out"), "--uncertainty", "entropy"])
+        == 0
+    )
+    uncertainty = tifffile.imread(tmp_path / "out" / f"{stem}_uncertainty.tif")
+    assert uncertainty.shape == image.shape[:2] and uncertainty.dtype == np.float32
+    assert uncertainty.min() >= 0.0 and uncertainty.max() <= 1.0

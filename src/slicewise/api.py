@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -10,40 +11,50 @@ import torch
 from slicewise.core.inference import predict as _predict
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, PredictOptions, SliceRef
-from slicewise.models.loaded import LoadedModel, load
+from slicewise.models.loaded import Ensemble, LoadedModel, load
 
 DEFAULT_MODEL = "polyp_unet"
 
 
+ModelSource = str | os.PathLike | LoadedModel | Ensemble
+
+
 def load_model(
-    name_or_path: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
+    name_or_path: ModelSource | Sequence[str | os.PathLike] = DEFAULT_MODEL,
     device: str | torch.device = "auto",
-) -> LoadedModel:
+) -> LoadedModel | Ensemble:
     """A bundled model by name (``slicewise models``) or a slicewise ``.safetensors`` file.
 
+    A list of names or paths loads an ``Ensemble`` (same classes and input channels), whose
+    members' spread is its uncertainty.
     device: ``"auto"`` (CUDA with mixed precision when available, else CPU), ``"cpu"`` or ``"cuda"``.
     """
-    if isinstance(name_or_path, LoadedModel):
+    if isinstance(name_or_path, LoadedModel | Ensemble):
         return name_or_path
+    if isinstance(name_or_path, list | tuple):
+        return Ensemble([load(item, device=device) for item in name_or_path])
     return load(name_or_path, device=device)
 
 
 def predict(
-    model: LoadedModel | str | os.PathLike,
+    model: ModelSource,
     image: np.ndarray,
     *,
     slice_ref: SliceRef | None = None,
     rgb: bool | None = None,
+    uncertainty: str | None = None,
 ) -> Prediction:
     """Segment a 2D image, or the slice ``slice_ref`` of a stack.
 
     image: (H, W) gray, (H, W, 3|4) RGB(A) or a stack (..., H, W[, C]); any int/float dtype.
     rgb: whether the last axis is colour; guessed (last axis of 3 or 4) when None.
-    Returns labels (H, W) uint8 and probabilities (K, H, W) float32.
+    uncertainty: None, "entropy", "tta" or "mc_dropout" (see ``PredictOptions``).
+    Returns labels (H, W) uint8 and probabilities (K, H, W) float32, and with ``uncertainty``
+    an (H, W) float32 map in [0, 1] and a per-slice ``uncertainty_score``.
     """
     model = load_model(model)
     if rgb is None:
         rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
-    return _predict(model, plane, PredictOptions(slice_ref=ref))
+    return _predict(model, plane, PredictOptions(slice_ref=ref, uncertainty=uncertainty))

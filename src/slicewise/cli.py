@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
+from slicewise.core.types import UNCERTAINTY_METHODS
 from slicewise.errors import ImageError, SlicewiseError
 
 
@@ -38,15 +40,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 f"Expected a 2D slice or a 3D stack, but {path.name} has shape {image.shape}; "
                 "save one image or one stack per file."
             )
-        if ndim == 2:
-            labels = predict(model, image, rgb=rgb).labels
-            target = out / f"{path.stem}.png"
-        else:
-            labels = np.stack(
-                [predict(model, image, slice_ref=SliceRef((z,)), rgb=rgb).labels for z in range(image.shape[0])]
-            )
-            target = out / f"{path.stem}.tif"
-        write_labels(target, labels)
+        refs = [SliceRef()] if ndim == 2 else [SliceRef((z,)) for z in range(image.shape[0])]
+        predictions = [predict(model, image, slice_ref=ref, rgb=rgb, uncertainty=args.uncertainty) for ref in refs]
+        labels = np.stack([p.labels for p in predictions]) if ndim == 3 else predictions[0].labels
+        target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
+        if args.uncertainty:
+            maps = np.stack([p.uncertainty for p in predictions]) if ndim == 3 else predictions[0].uncertainty
+            tifffile.imwrite(out / f"{path.stem}_uncertainty.tif", maps, compression="zlib")
         if args.reference:
             reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
             k = model.spec.output.num_classes
@@ -150,6 +150,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         reference=str(dataset / "masks"),
+        uncertainty=None,
     )
     return _cmd_predict(predict_args)
 
@@ -170,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for <stem>.png label maps (uint8, input size)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--reference", help="folder of reference masks with the same file names: print Dice")
+    p.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY_METHODS,
+        help="also write <stem>_uncertainty.tif: float32 per-pixel uncertainty in [0, 1]",
+    )
     p.set_defaults(run=_cmd_predict)
 
     p = sub.add_parser("inspect", help="describe a checkpoint: family, classes, input spec, provenance")

@@ -174,3 +174,16 @@ def test_nan_filled_image_is_one_notification_and_no_layer(make_napari_viewer, q
         timeout=TIMEOUT_MS,
     )
     assert [layer.name for layer in viewer.layers] == ["empty scan"]
+
+
+def test_uncertainty_lands_as_its_own_hidden_layer(make_napari_viewer, qtbot, kvasir_test):
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.uncertainty.value = "tta"
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: bool(outputs(viewer, "uncertainty")) and widget._worker is None, timeout=TIMEOUT_MS)
+    layer = outputs(viewer, "uncertainty")[0]
+    assert layer.name == "polyp_unet uncertainty (2D)" and not layer.visible
+    assert layer.data.dtype == np.float32 and layer.data.min() >= 0.0 and layer.data.max() <= 1.0 and layer.data.any()
+    assert "uncertainty" in widget.status.value

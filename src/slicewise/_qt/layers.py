@@ -52,7 +52,10 @@ def _find_or_add(
 
 
 def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, prediction: Prediction) -> napari.layers.Labels:
-    """Write one slice's labels and foreground probabilities into their own layers."""
+    """Write one slice's labels, foreground probabilities and uncertainty into their own layers.
+
+    Probability and uncertainty layers start hidden (float images in [0, 1]); the labels show.
+    """
     shape = spatial_shape(image)
     where = prediction.slice_ref.describe()
     geometry = {"scale": image.scale, "translate": image.translate}
@@ -73,22 +76,28 @@ def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, predictio
     labels.name = f"{prediction.model_name} labels ({where})"
     labels.refresh()
 
-    for k, class_name in enumerate(prediction.class_names[1:], start=1):
-        probability = _find_or_add(
+    maps = [
+        (f"probability:{name}", f"P({name})", prediction.probabilities[k], "inferno")
+        for k, name in enumerate(prediction.class_names[1:], start=1)
+    ]
+    if prediction.uncertainty is not None:
+        maps.append(("uncertainty", "uncertainty", prediction.uncertainty, "magma"))
+    for role, title, values, colormap in maps:
+        layer = _find_or_add(
             viewer,
             image,
-            {**identity, "role": f"probability:{class_name}"},
-            lambda: napari.layers.Image(
+            {**identity, "role": role},
+            lambda colormap=colormap: napari.layers.Image(
                 np.zeros(shape, dtype=np.float32),
-                colormap="inferno",
+                colormap=colormap,
                 contrast_limits=(0.0, 1.0),
                 blending="additive",
-                opacity=0.6,
+                opacity=0.7,
                 visible=False,
                 **geometry,
             ),
         )
-        put_slice(probability.data, prediction.slice_ref, prediction.probabilities[k])
-        probability.name = f"{prediction.model_name} P({class_name}) ({where})"
-        probability.refresh()
+        put_slice(layer.data, prediction.slice_ref, values)
+        layer.name = f"{prediction.model_name} {title} ({where})"
+        layer.refresh()
     return labels

@@ -29,7 +29,7 @@ from slicewise._qt.layers import show_prediction
 from slicewise.api import DEFAULT_MODEL, load_model
 from slicewise.core.inference import iter_predict
 from slicewise.core.slices import slice_ref_from_point, take_slice
-from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
+from slicewise.core.types import UNCERTAINTY_METHODS, Prediction, PredictOptions, Progress, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel, bundled_models, describe_device, resolve_device
 
@@ -42,6 +42,7 @@ class Request:
     slice_ref: SliceRef
     model: str
     device: str
+    uncertainty: str | None
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ def _predict_job(
             yield Progress(0, 4, "load model")
             model = models[(request.model, request.device)] = load_model(request.model, device=request.device)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
-        prediction = yield from iter_predict(model, plane, PredictOptions(slice_ref=request.slice_ref))
+        options = PredictOptions(slice_ref=request.slice_ref, uncertainty=request.uncertainty)
+        prediction = yield from iter_predict(model, plane, options)
     except SlicewiseError as error:
         return Failure(str(error))
     return prediction
@@ -88,6 +90,7 @@ class PredictWidget(Container):
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", mode="r")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.device_info = Label(label="runs on", value="")
+        self.uncertainty = ComboBox(label="uncertainty", choices=["none", *UNCERTAINTY_METHODS], value="entropy")
         self.follow = CheckBox(text="follow the slice", value=False)
         self.predict_button = PushButton(text="Predict")
         self.status = Label(label="last", value="")
@@ -98,6 +101,7 @@ class PredictWidget(Container):
                 self.checkpoint,
                 self.device,
                 self.device_info,
+                self.uncertainty,
                 self.follow,
                 self.predict_button,
                 self.status,
@@ -158,7 +162,10 @@ class PredictWidget(Container):
         except SlicewiseError as error:
             show_error(str(error))
             return None
-        return Request(layer=layer, slice_ref=ref, model=str(self.model.value), device=str(self.device.value))
+        method = None if self.uncertainty.value == "none" else str(self.uncertainty.value)
+        return Request(
+            layer=layer, slice_ref=ref, model=str(self.model.value), device=str(self.device.value), uncertainty=method
+        )
 
     def request_prediction(self) -> None:
         """Predict the viewed slice; while a job runs, the newest request waits and older ones drop."""
@@ -192,7 +199,8 @@ class PredictWidget(Container):
         if request.layer in self._viewer.layers:
             show_prediction(self._viewer, request.layer, prediction)
             where = prediction.slice_ref.describe()
-            self.status.value = f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms"
+            score = "" if prediction.uncertainty_score is None else f" · uncertainty {prediction.uncertainty_score:.3f}"
+            self.status.value = f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms{score}"
 
     def _on_finished(self) -> None:
         self._worker = None

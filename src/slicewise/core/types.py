@@ -24,11 +24,24 @@ class SliceRef:
         return f"slice {self.index[0]}" if len(self.index) == 1 else f"slice {self.index}"
 
 
+UNCERTAINTY_METHODS = ("entropy", "tta", "mc_dropout")
+
+
 @dataclass(frozen=True)
 class PredictOptions:
-    """What to compute besides labels and probabilities (grows with uncertainty/explanations)."""
+    """What to compute besides labels and probabilities.
+
+    uncertainty: None, "entropy" (of the class probabilities; free), "tta" (flips and 90°
+    rotations, batched; entropy of the averaged prediction) or "mc_dropout" (dropout kept on,
+    several samples; mutual information, the epistemic part).
+    """
 
     slice_ref: SliceRef = field(default_factory=SliceRef)
+    uncertainty: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.uncertainty is not None and self.uncertainty not in UNCERTAINTY_METHODS:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_METHODS} or None, got {self.uncertainty!r}")
 
 
 @dataclass(frozen=True)
@@ -55,3 +68,5 @@ class Prediction:
     device: str
     slice_ref: SliceRef = field(default_factory=SliceRef)
     seconds: float = 0.0
+    uncertainty: np.ndarray | None = None  # (H, W) float32 in [0, 1], higher = less certain
+    uncertainty_score: float | None = None  # one number per slice, for ranking slices to review

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,49 @@ class LoadedModel:
 
     def describe_device(self) -> str:
         """E.g. ``"CUDA (NVIDIA H100), mixed precision"`` or ``"CPU (2 threads)"``."""
+        return describe_device(self.device)
+
+
+@dataclass(eq=False)
+class Ensemble:
+    """Several checkpoints with the same classes and input channels, averaged as one model.
+
+    Their spread (mutual information of the members' probabilities) is the ensemble's
+    uncertainty; the slice is padded to the least common multiple of the members' divisors.
+    """
+
+    members: list[LoadedModel]
+
+    def __post_init__(self) -> None:
+        first = self.members[0].spec
+        for member in self.members[1:]:
+            if member.spec.output.class_names != first.output.class_names:
+                raise CheckpointError(
+                    f"Ensemble members must share their classes: {member.name} has "
+                    f"{', '.join(member.spec.output.class_names)}, {self.members[0].name} has "
+                    f"{', '.join(first.output.class_names)}."
+                )
+            if member.spec.input.channels != first.input.channels:
+                raise CheckpointError(
+                    f"Ensemble members must take the same input channels: {member.name} takes "
+                    f"{member.spec.input.channels}, {self.members[0].name} takes {first.input.channels}."
+                )
+
+    @property
+    def spec(self) -> ModelSpec:
+        first = self.members[0].spec
+        divisor = math.lcm(*(m.spec.input.divisor for m in self.members))
+        return replace(first, input=replace(first.input, divisor=divisor), name=self.name)
+
+    @property
+    def name(self) -> str:
+        return "ensemble(" + "+".join(m.name for m in self.members) + ")"
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def describe_device(self) -> str:
         return describe_device(self.device)
 
 
