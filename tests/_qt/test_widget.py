@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from app_model.types import KeyBinding
 import tifffile
 from napari.utils.notifications import notification_manager
 
 import slicewise
-from slicewise._qt import widget as widget_module
+from slicewise._qt import jobs
 from slicewise._qt.demo import open_demo
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.widget import PredictWidget
@@ -79,7 +80,7 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
     assert labels.data.shape == stack.shape[:3]
     assert tuple(labels.scale) == (2.5, 1, 1)
     expected = slicewise.predict(
-        widget._models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))
+        widget.models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))
     ).labels
     np.testing.assert_array_equal(labels.data[2], expected)
     assert not labels.data[1].any() and not labels.data[3].any()
@@ -87,8 +88,8 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
 
 def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, kvasir_test, monkeypatch):
     loads = []
-    real_load = widget_module.load_model
-    monkeypatch.setattr(widget_module, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = jobs.load_model
+    monkeypatch.setattr(jobs, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     viewer = make_napari_viewer()
     stack = np.stack([kvasir_test[i % 8][1][:96, :96] for i in range(12)])
     image_layer = viewer.add_image(stack, name="stack", rgb=True)
@@ -187,3 +188,22 @@ def test_uncertainty_lands_as_its_own_hidden_layer(make_napari_viewer, qtbot, kv
     assert layer.name == "polyp_unet uncertainty (2D)" and not layer.visible
     assert layer.data.dtype == np.float32 and layer.data.min() >= 0.0 and layer.data.max() <= 1.0 and layer.data.any()
     assert "uncertainty" in widget.status.value
+
+
+def test_review_queue_ranks_a_stack_and_jumps_to_the_least_certain_slice(make_napari_viewer, qtbot, data_dir):
+    from slicewise.io.samples import sample_stack
+
+    viewer = make_napari_viewer()
+    images, masks, _ = sample_stack("kvasir_seg", "test")
+    image_layer = viewer.add_image(images[:8], name="stack", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.review.rank_button.native.click()
+    qtbot.waitUntil(lambda: widget.review.queue is not None, timeout=TIMEOUT_MS)
+    ranking = widget.review.queue.ranking
+    assert len(ranking) == 8 and [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
+    first = ranking[0][0].index[0]
+    assert viewer.dims.current_step[0] == first
+    assert outputs(viewer)[0].data.reshape(8, -1).any(axis=1).sum() >= 6  # every slice was predicted and shown
+    viewer.keymap[KeyBinding.from_str("Shift+U")](viewer)  # the key binding, as napari calls it
+    assert viewer.dims.current_step[0] == ranking[1][0].index[0]
+    assert "6 left" in widget.review.queue_info.value

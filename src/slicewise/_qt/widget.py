@@ -7,8 +7,6 @@ and a person's mistake ends in one notification sentence.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 
 import napari
@@ -21,61 +19,18 @@ from magicgui.widgets import (
     PushButton,
     create_widget,
 )
-from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
+from slicewise._qt.jobs import Failure, ModelCache, Request, advance, predict_job
 from slicewise._qt.layers import show_prediction
-from slicewise.api import DEFAULT_MODEL, load_model
-from slicewise.core.inference import iter_predict
-from slicewise.core.slices import slice_ref_from_point, take_slice
-from slicewise.core.types import UNCERTAINTY_METHODS, Prediction, PredictOptions, Progress, SliceRef
+from slicewise._qt.review import ReviewPanel
+from slicewise.api import DEFAULT_MODEL
+from slicewise.core.slices import slice_ref_from_point
+from slicewise.core.types import UNCERTAINTY_METHODS, Prediction
 from slicewise.errors import SlicewiseError
-from slicewise.models.loaded import LoadedModel, bundled_models, describe_device, resolve_device
-
-
-@dataclass(frozen=True)
-class Request:
-    """One prediction to run: which image slice, with which model on which device."""
-
-    layer: napari.layers.Image
-    slice_ref: SliceRef
-    model: str
-    device: str
-    uncertainty: str | None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A person-caused error, returned rather than raised (a worker treats raised ones as crashes)."""
-
-    message: str
-
-
-@thread_worker
-def _predict_job(
-    request: Request, models: dict[tuple[str, str], LoadedModel]
-) -> Generator[Progress, None, Prediction | Failure]:
-    """Load the model unless cached, take the slice and predict; person-caused errors are returned.
-
-    A loaded model goes into ``models`` at once, so a job superseded after loading keeps it.
-    """
-    try:
-        model = models.get((request.model, request.device))
-        if model is None:
-            yield Progress(0, 4, "load model")
-            model = models[(request.model, request.device)] = load_model(request.model, device=request.device)
-        plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
-        options = PredictOptions(slice_ref=request.slice_ref, uncertainty=request.uncertainty)
-        prediction = yield from iter_predict(model, plane, options)
-    except SlicewiseError as error:
-        return Failure(str(error))
-    return prediction
-
-
-def _advance(bar: progress, step: Progress) -> None:
-    bar.set_description(f"slicewise: {step.stage}")
-    bar.update(1)
+from slicewise.models.loaded import bundled_models, describe_device, resolve_device
 
 
 class PredictWidget(Container):
@@ -108,7 +63,9 @@ class PredictWidget(Container):
             ]
         )
 
-        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self.models: ModelCache = {}
+        self.review = ReviewPanel(viewer, self)
+        self.append(self.review)
         self._worker: GeneratorWorker | None = None
         self._pending: Request | None = None
         self._closed = False
@@ -179,10 +136,10 @@ class PredictWidget(Container):
         self._start(request)
 
     def _start(self, request: Request) -> None:
-        loaded = (request.model, request.device) in self._models
+        loaded = (request.model, request.device) in self.models
         bar = progress(total=3 if loaded else 4, desc=f"slicewise {request.slice_ref.describe()}")
-        worker = _predict_job(request, self._models)
-        worker.yielded.connect(lambda step: _advance(bar, step))
+        worker = predict_job(request, self.models)
+        worker.yielded.connect(lambda step: advance(bar, step))
         worker.returned.connect(lambda result: self._on_result(request, result))
         worker.finished.connect(bar.close)
         worker.finished.connect(self._on_finished)

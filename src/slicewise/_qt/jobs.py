@@ -1,0 +1,85 @@
+"""The worker jobs behind the widgets: generators run by napari's ``thread_worker``.
+
+Person-caused errors come back as a ``Failure`` value (a worker treats raised exceptions as
+crashes); a model loaded by any job goes into the shared cache at once, so a superseded job
+keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import napari
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+
+from slicewise.api import load_model
+from slicewise.core.inference import iter_predict
+from slicewise.core.review import iter_rank_slices
+from slicewise.core.slices import take_slice
+from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
+from slicewise.errors import SlicewiseError
+from slicewise.models.loaded import LoadedModel
+
+ModelCache = dict[tuple[str, str], LoadedModel]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prediction to run: which image slice, with which model on which device."""
+
+    layer: napari.layers.Image
+    slice_ref: SliceRef
+    model: str
+    device: str
+    uncertainty: str | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A person-caused error, returned rather than raised."""
+
+    message: str
+
+
+def cached_model(request: Request, models: ModelCache) -> LoadedModel:
+    """The request's model from the cache, loading (and caching) it the first time."""
+    key = (request.model, request.device)
+    if key not in models:
+        models[key] = load_model(request.model, device=request.device)
+    return models[key]
+
+
+@thread_worker
+def predict_job(request: Request, models: ModelCache) -> Generator[Progress, None, Prediction | Failure]:
+    """Load the model unless cached, take the slice and predict it."""
+    try:
+        if (request.model, request.device) not in models:
+            yield Progress(0, 4, "load model")
+        model = cached_model(request, models)
+        plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
+        options = PredictOptions(slice_ref=request.slice_ref, uncertainty=request.uncertainty)
+        prediction = yield from iter_predict(model, plane, options)
+    except SlicewiseError as error:
+        return Failure(str(error))
+    return prediction
+
+
+@thread_worker
+def rank_job(
+    request: Request, models: ModelCache
+) -> Generator[Prediction, None, list[tuple[SliceRef, float]] | Failure]:
+    """Predict every slice of the request's stack with uncertainty; return them ranked."""
+    try:
+        model = cached_model(request, models)
+        stack, rgb = request.layer.data, request.layer.rgb
+        return (yield from iter_rank_slices(model, stack, rgb=rgb, uncertainty=request.uncertainty or "entropy"))
+    except SlicewiseError as error:
+        return Failure(str(error))
+
+
+def advance(bar: progress, step: Progress) -> None:
+    """Move a napari progress bar one step and name the stage."""
+    bar.set_description(f"slicewise: {step.stage}")
+    bar.update(1)
