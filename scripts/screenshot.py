@@ -1,38 +1,57 @@
-"""Take the README's screenshot: the demo viewer with a prediction, as a person sees it.
+"""Take the docs' screenshots: the demo viewer with a prediction, as a person sees it.
 
 xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py docs/images/demo.png
+... scripts/screenshot.py docs/images/uncertainty.png --slice 5 --show uncertainty --rank
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 from qtpy.QtWidgets import QApplication
 
 import slicewise
 from slicewise._qt.demo import open_demo
+from slicewise._qt.layers import META_KEY
 
 
-def main(out: str, slice_index: int = 6) -> None:
-    viewer, widget = open_demo(slicewise.DEFAULT_MODEL)
-    viewer.window.resize(1400, 860)
+def settle(until, seconds: float = 120) -> None:
+    """Run the Qt event loop until ``until()`` is true (or the time is up), then a little longer."""
     app = QApplication.instance()
-    viewer.dims.set_current_step(0, slice_index)
-    viewer.layers["reference masks"].visible = False
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not until():
         app.processEvents()
         time.sleep(0.02)
-        done = any(layer.name.endswith(f"(slice {slice_index})") for layer in viewer.layers)
-        if done and widget._worker is None:
-            break
     for _ in range(30):
         app.processEvents()
         time.sleep(0.02)
-    viewer.screenshot(out, canvas_only=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--slice", type=int, default=6)
+    parser.add_argument("--show", action="append", default=[], help="output role to make visible, e.g. uncertainty")
+    parser.add_argument("--rank", action="store_true", help="rank the stack by uncertainty first")
+    args = parser.parse_args()
+    viewer, widget = open_demo(slicewise.DEFAULT_MODEL)
+    viewer.window.resize(1400, 860)
+    if args.rank:
+        widget.review.rank_button.native.click()
+        settle(lambda: widget.review.queue is not None, seconds=300)
+    viewer.dims.set_current_step(0, args.slice)
+    settle(
+        lambda: widget._worker is None and any(layer.name.endswith(f"(slice {args.slice})") for layer in viewer.layers)
+    )
+    for layer in viewer.layers:
+        if layer.metadata.get(META_KEY, {}).get("role") in args.show:
+            layer.visible = True
+            viewer.layers.selection.active = layer
+    settle(lambda: True, seconds=1)
+    viewer.screenshot(args.out, canvas_only=False)
     viewer.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/images/demo.png")
+    main()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from app_model.types import KeyBinding
 import tifffile
+from app_model.types import KeyBinding
 from napari.utils.notifications import notification_manager
 
 import slicewise
