@@ -107,13 +107,21 @@ def test_demo_without_a_display_says_so_and_runs_headless(tmp_path):
     assert len(list(tmp_path.glob("*.png"))) == 45
 
 
-def test_predict_writes_the_uncertainty_map_beside_the_mask(tmp_path, kvasir_test):
+def test_predict_writes_the_uncertainty_and_explanation_maps_beside_the_mask(tmp_path, kvasir_test):
     stem, image, _ = kvasir_test[0]
     Image.fromarray(image).save(tmp_path / f"{stem}.png")
-    assert (
-        main(["predict", str(tmp_path / f"{stem}.png"), "--out", str(tmp_path / "out"), "--uncertainty", "entropy"])
-        == 0
+    args = ["--uncertainty", "entropy", "--explain", "gradcam", "--target-class", "1"]
+    assert main(["predict", str(tmp_path / f"{stem}.png"), "--out", str(tmp_path / "out"), *args]) == 0
+    for extra in ("uncertainty", "explanation"):
+        written = tifffile.imread(tmp_path / "out" / f"{stem}_{extra}.tif")
+        assert written.shape == image.shape[:2] and written.dtype == np.float32
+        assert written.min() >= 0.0 and written.max() <= 1.0
+
+
+def test_explaining_a_class_the_model_does_not_have_is_one_line(tmp_path, kvasir_test):
+    stem, image, _ = kvasir_test[0]
+    Image.fromarray(image).save(tmp_path / f"{stem}.png")
+    result = run_cli(
+        "predict", str(tmp_path / f"{stem}.png"), "--out", str(tmp_path), "--explain", "saliency", "--target-class", "3"
     )
-    uncertainty = tifffile.imread(tmp_path / "out" / f"{stem}_uncertainty.tif")
-    assert uncertainty.shape == image.shape[:2] and uncertainty.dtype == np.float32
-    assert uncertainty.min() >= 0.0 and uncertainty.max() <= 1.0
+    assert result.returncode == 2 and "Target class 3 is not a foreground class" in result.stderr.splitlines()[-1]

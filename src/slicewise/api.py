@@ -43,18 +43,23 @@ def predict(
     slice_ref: SliceRef | None = None,
     rgb: bool | None = None,
     uncertainty: str | None = None,
+    explain: str | None = None,
+    target_class: int | None = None,
 ) -> Prediction:
     """Segment a 2D image, or the slice ``slice_ref`` of a stack.
 
     image: (H, W) gray, (H, W, 3|4) RGB(A) or a stack (..., H, W[, C]); any int/float dtype.
     rgb: whether the last axis is colour; guessed (last axis of 3 or 4) when None.
-    uncertainty: None, "entropy", "tta" or "mc_dropout" (see ``PredictOptions``).
+    uncertainty: None, "entropy", "tta" or "mc_dropout"; explain: None, "gradcam", "saliency" or
+    "occlusion" for ``target_class`` (see ``PredictOptions``).
     Returns labels (H, W) uint8 and probabilities (K, H, W) float32, and with ``uncertainty``
-    an (H, W) float32 map in [0, 1] and a per-slice ``uncertainty_score``.
+    an (H, W) float32 map in [0, 1] and a per-slice ``uncertainty_score``; with ``explain`` an
+    (H, W) float32 ``explanation`` in [0, 1].
     """
     model = load_model(model)
     if rgb is None:
         rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
-    return _predict(model, plane, PredictOptions(slice_ref=ref, uncertainty=uncertainty))
+    options = PredictOptions(slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class)
+    return _predict(model, plane, options)

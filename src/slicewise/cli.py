@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from slicewise.core.types import UNCERTAINTY_METHODS
+from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS
 from slicewise.errors import ImageError, SlicewiseError
 
 
@@ -41,12 +41,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "save one image or one stack per file."
             )
         refs = [SliceRef()] if ndim == 2 else [SliceRef((z,)) for z in range(image.shape[0])]
-        predictions = [predict(model, image, slice_ref=ref, rgb=rgb, uncertainty=args.uncertainty) for ref in refs]
+        extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
+        predictions = [predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs]
         labels = np.stack([p.labels for p in predictions]) if ndim == 3 else predictions[0].labels
         target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
-        if args.uncertainty:
-            maps = np.stack([p.uncertainty for p in predictions]) if ndim == 3 else predictions[0].uncertainty
-            tifffile.imwrite(out / f"{path.stem}_uncertainty.tif", maps, compression="zlib")
+        for extra in ("uncertainty", "explanation"):
+            if getattr(predictions[0], extra) is not None:
+                maps = (
+                    np.stack([getattr(p, extra) for p in predictions]) if ndim == 3 else getattr(predictions[0], extra)
+                )
+                tifffile.imwrite(out / f"{path.stem}_{extra}.tif", maps, compression="zlib")
         if args.reference:
             reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
             k = model.spec.output.num_classes
@@ -151,6 +155,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         reference=str(dataset / "masks"),
         uncertainty=None,
+        explain=None,
+        target_class=None,
     )
     return _cmd_predict(predict_args)
 
@@ -176,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=UNCERTAINTY_METHODS,
         help="also write <stem>_uncertainty.tif: float32 per-pixel uncertainty in [0, 1]",
     )
+    p.add_argument(
+        "--explain",
+        choices=EXPLAIN_METHODS,
+        help="also write <stem>_explanation.tif: float32 attribution in [0, 1] for --target-class",
+    )
+    p.add_argument("--target-class", type=int, help="class index to explain (default: the most predicted class)")
     p.set_defaults(run=_cmd_predict)
 
     p = sub.add_parser("inspect", help="describe a checkpoint: family, classes, input spec, provenance")

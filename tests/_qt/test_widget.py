@@ -207,3 +207,23 @@ def test_review_queue_ranks_a_stack_and_jumps_to_the_least_certain_slice(make_na
     viewer.keymap[KeyBinding.from_str("Shift+U")](viewer)  # the key binding, as napari calls it
     assert viewer.dims.current_step[0] == ranking[1][0].index[0]
     assert "6 left" in widget.review.queue_info.value
+
+
+def test_explanation_lands_as_its_own_layer_and_cancel_stops_a_job(make_napari_viewer, qtbot, kvasir_test):
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.explain.value = "gradcam"
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: bool(outputs(viewer, "explanation")) and widget._worker is None, timeout=TIMEOUT_MS)
+    layer = outputs(viewer, "explanation")[0]
+    assert layer.name == "polyp_unet explanation of polyp (2D)"
+    assert layer.data.shape == kvasir_test[0][2].shape and layer.data.min() >= 0.0 and layer.data.max() <= 1.0
+    before = layer.data.copy()
+
+    widget.explain.value = "occlusion"
+    widget.predict_button.native.click()
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT_MS)
+    assert widget.status.value == "cancelled"
+    np.testing.assert_array_equal(outputs(viewer, "explanation")[0].data, before)

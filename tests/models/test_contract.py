@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 from slicewise._compat import ensure_torchvision_ops
-from slicewise.core.inference import predict
+from slicewise.core.explain import attribution
+from slicewise.core.inference import predict, probabilities_from_logits
+from slicewise.core.preprocess import prepare
 from slicewise.errors import PretrainedWeightsError
 from slicewise.models.checkpoint import save_checkpoint
 from slicewise.models.loaded import from_state, load
@@ -77,6 +79,20 @@ def test_architecture_contract(arch: str, channels: int, tmp_path: Path) -> None
     assert reloaded.spec == spec
     assert reloaded.provenance == provenance
     np.testing.assert_array_equal(predict(reloaded, slices["uint8"]).probabilities, predictions["uint8"].probabilities)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_gradcam_runs_on_every_architecture(arch: str) -> None:
+    """The adapter's ``cam_target_layer`` exists in its default layout and yields a finite, non-constant map."""
+    torch.manual_seed(0)
+    spec = make_spec(arch, class_names=CLASSES)
+    model = from_state(spec, build_model(spec).state_dict(), device="cpu")
+    batch = torch.from_numpy(prepare(_slices(3)["uint8"], spec.input)).unsqueeze(0)
+    with torch.inference_mode():
+        labels = probabilities_from_logits(model.adapter.logits(model.module, batch), "softmax")[0].argmax(0)
+    cam = attribution("gradcam", model, batch, labels, 1)
+    assert cam.shape == batch.shape[-2:] and cam.dtype == torch.float32
+    assert torch.isfinite(cam).all() and cam.max() > cam.min()
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ class Request:
     model: str
     device: str
     uncertainty: str | None
+    explain: str | None = None
+    target_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,12 @@ def predict_job(request: Request, models: ModelCache) -> Generator[Progress, Non
             yield Progress(0, 4, "load model")
         model = cached_model(request, models)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
-        options = PredictOptions(slice_ref=request.slice_ref, uncertainty=request.uncertainty)
+        options = PredictOptions(
+            slice_ref=request.slice_ref,
+            uncertainty=request.uncertainty,
+            explain=request.explain,
+            target_class=request.target_class,
+        )
         prediction = yield from iter_predict(model, plane, options)
     except SlicewiseError as error:
         return Failure(str(error))

@@ -52,7 +52,7 @@ def _find_or_add(
 
 
 def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, prediction: Prediction) -> napari.layers.Labels:
-    """Write one slice's labels, foreground probabilities and uncertainty into their own layers.
+    """Write one slice's labels, probabilities, uncertainty and explanation into their own layers.
 
     Probability and uncertainty layers start hidden (float images in [0, 1]); the labels show.
     """
@@ -82,6 +82,9 @@ def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, predictio
     ]
     if prediction.uncertainty is not None:
         maps.append(("uncertainty", "uncertainty", prediction.uncertainty, "magma"))
+    if prediction.explanation is not None:
+        explained = prediction.class_names[prediction.target_class]
+        maps.append(("explanation", f"explanation of {explained}", prediction.explanation, "turbo"))
     for role, title, values, colormap in maps:
         layer = _find_or_add(
             viewer,

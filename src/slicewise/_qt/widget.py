@@ -17,6 +17,7 @@ from magicgui.widgets import (
     FileEdit,
     Label,
     PushButton,
+    SpinBox,
     create_widget,
 )
 from napari.qt.threading import GeneratorWorker
@@ -28,7 +29,7 @@ from slicewise._qt.layers import show_prediction
 from slicewise._qt.review import ReviewPanel
 from slicewise.api import DEFAULT_MODEL
 from slicewise.core.slices import slice_ref_from_point
-from slicewise.core.types import UNCERTAINTY_METHODS, Prediction
+from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS, Prediction
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import bundled_models, describe_device, resolve_device
 
@@ -46,8 +47,13 @@ class PredictWidget(Container):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.device_info = Label(label="runs on", value="")
         self.uncertainty = ComboBox(label="uncertainty", choices=["none", *UNCERTAINTY_METHODS], value="entropy")
+        self.explain = ComboBox(label="explain", choices=["none", *EXPLAIN_METHODS], value="none")
+        self.target_class = SpinBox(
+            label="class", value=0, min=0, max=255, tooltip="class to explain; 0 = most predicted"
+        )
         self.follow = CheckBox(text="follow the slice", value=False)
         self.predict_button = PushButton(text="Predict")
+        self.cancel_button = PushButton(text="Cancel")
         self.status = Label(label="last", value="")
         self.extend(
             [
@@ -57,8 +63,11 @@ class PredictWidget(Container):
                 self.device,
                 self.device_info,
                 self.uncertainty,
+                self.explain,
+                self.target_class,
                 self.follow,
                 self.predict_button,
+                self.cancel_button,
                 self.status,
             ]
         )
@@ -69,11 +78,13 @@ class PredictWidget(Container):
         self._worker: GeneratorWorker | None = None
         self._pending: Request | None = None
         self._closed = False
+        self._cancelled = False
 
         self._show_device(self.device.value)
         self.device.changed.connect(self._show_device)
         self.checkpoint.changed.connect(self._add_checkpoint)
         self.predict_button.changed.connect(self.request_prediction)
+        self.cancel_button.changed.connect(self.cancel)
         self.follow.changed.connect(lambda on: on and self.request_prediction())
         viewer.dims.events.current_step.connect(self._on_slice_change)
         self.native.destroyed.connect(self._shutdown)
@@ -119,10 +130,23 @@ class PredictWidget(Container):
         except SlicewiseError as error:
             show_error(str(error))
             return None
-        method = None if self.uncertainty.value == "none" else str(self.uncertainty.value)
         return Request(
-            layer=layer, slice_ref=ref, model=str(self.model.value), device=str(self.device.value), uncertainty=method
+            layer=layer,
+            slice_ref=ref,
+            model=str(self.model.value),
+            device=str(self.device.value),
+            uncertainty=None if self.uncertainty.value == "none" else str(self.uncertainty.value),
+            explain=None if self.explain.value == "none" else str(self.explain.value),
+            target_class=int(self.target_class.value) or None,
         )
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step and drop the waiting one."""
+        self._pending = None
+        if self._worker is not None:
+            self._cancelled = True
+            self._worker.quit()
+            self.status.value = "cancelled"
 
     def request_prediction(self) -> None:
         """Predict the viewed slice; while a job runs, the newest request waits and older ones drop."""
@@ -137,7 +161,8 @@ class PredictWidget(Container):
 
     def _start(self, request: Request) -> None:
         loaded = (request.model, request.device) in self.models
-        bar = progress(total=3 if loaded else 4, desc=f"slicewise {request.slice_ref.describe()}")
+        steps = 3 + (not loaded) + (request.explain is not None)
+        bar = progress(total=steps, desc=f"slicewise {request.slice_ref.describe()}")
         worker = predict_job(request, self.models)
         worker.yielded.connect(lambda step: advance(bar, step))
         worker.returned.connect(lambda result: self._on_result(request, result))
@@ -147,7 +172,7 @@ class PredictWidget(Container):
         worker.start()
 
     def _on_result(self, request: Request, result: Prediction | Failure) -> None:
-        if self._closed:
+        if self._closed or self._cancelled:
             return
         if isinstance(result, Failure):
             show_error(result.message)
@@ -161,6 +186,7 @@ class PredictWidget(Container):
 
     def _on_finished(self) -> None:
         self._worker = None
+        self._cancelled = False
         if self._pending is not None and not self._closed:
             request, self._pending = self._pending, None
             self._start(request)

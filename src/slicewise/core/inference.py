@@ -14,9 +14,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from slicewise.core import uncertainty
+from slicewise.core import explain, uncertainty
 from slicewise.core.preprocess import prepare
 from slicewise.core.types import Prediction, PredictOptions, Progress
+from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import Ensemble, LoadedModel
 
 _STAGES = ("prepare", "forward", "postprocess")
@@ -54,6 +55,20 @@ def _member_probabilities(model: LoadedModel, batch: torch.Tensor, method: str |
     return forward(batch)
 
 
+def _default_target(labels: torch.Tensor, num_classes: int) -> int:
+    """The most frequent predicted foreground class, or class 1 when only background is predicted."""
+    counts = torch.bincount(labels.flatten(), minlength=num_classes)[1:]
+    return int(counts.argmax()) + 1 if int(counts.sum()) else 1
+
+
+def _check_target(target_class: int, class_names: tuple[str, ...]) -> None:
+    if not 1 <= target_class < len(class_names):
+        raise SlicewiseError(
+            f"Target class {target_class} is not a foreground class of this model; "
+            f"choose 1 to {len(class_names) - 1} ({', '.join(class_names[1:])})."
+        )
+
+
 def iter_predict(
     model: LoadedModel | Ensemble, image: np.ndarray, options: PredictOptions | None = None
 ) -> Generator[Progress, None, Prediction]:
@@ -73,6 +88,14 @@ def iter_predict(
     samples = torch.cat([_member_probabilities(m, batch, options.uncertainty) for m in members])
     yield Progress(2, len(_STAGES), _STAGES[2])
     mean = samples.mean(0) if len(samples) > 1 else samples[0]
+    explanation, target_class = None, None
+    if options.explain is not None:
+        yield Progress(3, len(_STAGES) + 1, "explain")
+        padded_labels = mean.argmax(0)
+        target_class = options.target_class or _default_target(padded_labels, mean.shape[0])
+        _check_target(target_class, model.spec.output.class_names)
+        maps = [explain.attribution(options.explain, m, batch, padded_labels, target_class) for m in members]
+        explanation = torch.stack(maps).mean(0)[:height, :width]
     uncertainty_map = None
     if options.uncertainty == "mc_dropout" or (options.uncertainty is not None and len(members) > 1):
         uncertainty_map = uncertainty.mutual_information(samples)
@@ -93,6 +116,8 @@ def iter_predict(
         seconds=time.perf_counter() - started,
         uncertainty=None if uncertainty_map is None else np.ascontiguousarray(uncertainty_map.cpu().numpy()),
         uncertainty_score=None if uncertainty_map is None else uncertainty.slice_score(uncertainty_map),
+        explanation=None if explanation is None else np.ascontiguousarray(explanation.detach().cpu().numpy()),
+        target_class=target_class,
     )
 
 

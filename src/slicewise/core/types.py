@@ -25,6 +25,7 @@ class SliceRef:
 
 
 UNCERTAINTY_METHODS = ("entropy", "tta", "mc_dropout")
+EXPLAIN_METHODS = ("gradcam", "saliency", "occlusion")
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,20 @@ class PredictOptions:
     uncertainty: None, "entropy" (of the class probabilities; free), "tta" (flips and 90°
     rotations, batched; entropy of the averaged prediction) or "mc_dropout" (dropout kept on,
     several samples; mutual information, the epistemic part).
+    explain: None, "gradcam", "saliency" or "occlusion" (see ``slicewise.core.explain``), for
+    ``target_class`` (default: the most frequent predicted foreground class, else 1).
     """
 
     slice_ref: SliceRef = field(default_factory=SliceRef)
     uncertainty: str | None = None
+    explain: str | None = None
+    target_class: int | None = None
 
     def __post_init__(self) -> None:
         if self.uncertainty is not None and self.uncertainty not in UNCERTAINTY_METHODS:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_METHODS} or None, got {self.uncertainty!r}")
+        if self.explain is not None and self.explain not in EXPLAIN_METHODS:
+            raise ValueError(f"explain must be one of {EXPLAIN_METHODS} or None, got {self.explain!r}")
 
 
 @dataclass(frozen=True)
@@ -70,3 +77,5 @@ class Prediction:
     seconds: float = 0.0
     uncertainty: np.ndarray | None = None  # (H, W) float32 in [0, 1], higher = less certain
     uncertainty_score: float | None = None  # one number per slice, for ranking slices to review
+    explanation: np.ndarray | None = None  # (H, W) float32 in [0, 1], aligned with the slice
+    target_class: int | None = None  # the class the explanation is for

@@ -28,6 +28,7 @@ class UNetAdapter(Adapter):
         "dropout": 0.0,
         "norm": "batch",
     }
+    cam_target_layer = "model.1.submodule.1.submodule.1.submodule.1.submodule"  # the bottleneck (1/16)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return _stride_product(self.kwargs(spec)["strides"])
@@ -44,6 +45,7 @@ class AttentionUNetAdapter(Adapter):
     kind = "SMA"
     description = "MONAI Attention U-Net (Oktay et al. 2018)"
     default_kwargs = {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.0}
+    cam_target_layer = "model.1.submodule.1.submodule.1.submodule"  # the bottleneck (1/8)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return _stride_product(self.kwargs(spec)["strides"])
@@ -60,6 +62,7 @@ class BasicUNetAdapter(Adapter):
     kind = "SMA"
     description = "MONAI BasicUNet: the classic four-level U-Net"
     default_kwargs = {"features": [32, 32, 64, 128, 256, 32], "dropout": 0.0}
+    cam_target_layer = "down_4"  # the bottleneck (1/16)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return 16
@@ -76,6 +79,7 @@ class UNetPlusPlusAdapter(Adapter):
     kind = "SMA"
     description = "MONAI BasicUNetPlusPlus (UNet++, nested dense skip paths)"
     default_kwargs = {"features": [16, 16, 32, 64, 128, 16], "dropout": 0.0}
+    cam_target_layer = "conv_4_0"  # the bottleneck (1/16)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return 16
@@ -101,6 +105,7 @@ class DynUNetAdapter(Adapter):
         "filters": [16, 32, 64, 128, 256],
         "res_block": True,
     }
+    cam_target_layer = "bottleneck"  # 1/16
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return _stride_product(self.kwargs(spec)["strides"])
@@ -117,6 +122,7 @@ class SwinUNETRAdapter(Adapter):
     kind = "SMA"
     description = "MONAI Swin-UNETR in 2D (Swin transformer encoder, CNN decoder)"
     default_kwargs = {"feature_size": 12, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]}
+    cam_target_layer = "encoder10"  # the CNN bottleneck on the Swin encoder's last stage (1/32)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return 32

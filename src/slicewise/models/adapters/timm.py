@@ -27,7 +27,7 @@ class TimmUNetAdapter(Adapter):
     kind = "GP-VM"
     description = "U-Net decoder (segmentation-models-pytorch) on a timm encoder, ConvNeXt-atto"
     default_kwargs = {"encoder": "convnext_atto", "decoder_channels": [256, 128, 64, 32, 16]}
-    cam_target_layer = "decoder"
+    cam_target_layer = "decoder.center"  # the encoder's deepest features, where the decoder starts (1/32)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return 32  # a five-stage encoder halves the size five times

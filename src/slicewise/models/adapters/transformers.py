@@ -91,7 +91,7 @@ class SegformerAdapter(TransformersAdapter):
         "num_attention_heads": [1, 2, 5, 8],
         "decoder_hidden_size": 256,
     }
-    cam_target_layer = "decode_head.linear_fuse"
+    cam_target_layer = "segformer.stages.3"  # the last encoder stage (1/32)
     encoder_attr = "segformer"
     pretrained_id = "nvidia/mit-b0"
 
@@ -114,7 +114,7 @@ class UperNetConvNextAdapter(TransformersAdapter):
         "hidden_sizes": [40, 80, 160, 320],
         "decoder_hidden_size": 128,
     }
-    cam_target_layer = "decode_head.fpn_bottleneck"
+    cam_target_layer = "decode_head.bottleneck"  # the pyramid pooling fusion (1/32)
     channels_last = True  # ~10% faster on CPU: the backbone and decoder are all convolutions
     encoder_attr = "backbone"
     pretrained_id = "facebook/convnext-tiny-224"
@@ -192,7 +192,7 @@ class Dinov2Adapter(TransformersAdapter):
         "patch_size": 14,
         "image_size": 518,
     }
-    cam_target_layer = "head"
+    cam_target_layer = "backbone.embeddings.patch_embeddings.projection"  # the patch tokens (1/14)
     encoder_attr = "backbone"
     pretrained_id = "facebook/dinov2-small"
 

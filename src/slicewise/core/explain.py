@@ -1,0 +1,156 @@
+"""Explanations for segmentation: which pixels and features made the model predict a class.
+
+Every method explains one scalar, as pytorch-grad-cam's ``SemanticSegmentationTarget`` does:
+the sum of the target class's logits over the pixels predicted as that class (over all
+pixels when none is). The attributions themselves are captum's:
+
+- ``gradcam``: class activation map on the adapter's ``cam_target_layer`` (the deepest feature
+  map, chosen per family on evidence), ReLU, bilinearly upsampled to the slice: which regions'
+  features support the class.
+  It weights the activations by their gradients pixel by pixel (HiResCAM: captum's
+  ``LayerGradientXActivation`` summed over channels), not by the spatially averaged gradients
+  of ``LayerGradCam``: behind instance norm, which the bundled U-Nets use, those averages
+  cancel to noise (``benchmarks/explain_quality.py``, ``docs/explanations.md``).
+- ``saliency``: ``IntegratedGradients`` from a black (zero) input, absolute value, maximum
+  over the channels: which pixels' values the target is sensitive to.
+- ``occlusion``: ``Occlusion`` with zeroed windows of 1/6 of the slice, sliding by half a
+  window: how much the target drops when a patch is blacked out (rises count as zero).
+
+Each returns an (H, W) float32 map in [0, 1], min-max normalised over the padded batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from slicewise.core.types import EXPLAIN_METHODS
+from slicewise.errors import SlicewiseError
+from slicewise.models.loaded import LoadedModel
+
+__all__ = ["EXPLAIN_METHODS", "attribution"]
+
+Target = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) input → (N,) target scores
+
+_IG_STEPS = 16  # integral steps: ~1 s for a 256² slice through the bundled U-Net on one CPU thread
+_OCCLUSION_FRACTION = 6  # windows of 1/6 of the slice (43 px of 256), 11 to 12 positions per axis
+_BATCH_PIXELS = 2**18  # pixels in one batched forward of perturbed inputs: larger batches only cost memory on CPU
+
+
+def attribution(
+    method: str, model: LoadedModel, batch: torch.Tensor, labels: torch.Tensor, target_class: int
+) -> torch.Tensor:
+    """Explain ``target_class`` in a (1, C, H, W) prepared, padded batch → (H, W) float32 in [0, 1].
+
+    labels: the (H, W) predicted labels of that batch; they fix the region whose logits are
+    explained. The model stays in eval mode and its weights are untouched.
+    """
+    if method not in EXPLAIN_METHODS:
+        raise SlicewiseError(f"Unknown explanation method {method!r}; choose one of: {', '.join(EXPLAIN_METHODS)}.")
+    if tuple(labels.shape) != tuple(batch.shape[-2:]):
+        raise SlicewiseError(
+            f"The labels have shape {tuple(labels.shape)} but the batch is {tuple(batch.shape[-2:])}; "
+            "pass the labels predicted for this padded batch."
+        )
+    with torch.inference_mode(False), torch.enable_grad():
+        x = batch.detach().clone()  # a normal tensor, even if the batch was made under inference_mode
+        if model.adapter.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = _target(model, labels.clone(), target_class)
+        raw = _METHODS[method](model, target, x)
+    return _normalize(raw.detach().float())
+
+
+def _target(model: LoadedModel, labels: torch.Tensor, target_class: int) -> Target:
+    """The scalar to explain: the target class's logits summed over its predicted region."""
+    num_classes = model.spec.output.num_classes
+    if not 1 <= target_class < num_classes:
+        raise SlicewiseError(
+            f"Cannot explain class {target_class}: {model.name} predicts classes 0 to {num_classes - 1} "
+            f"({', '.join(model.spec.output.class_names)}); pick a foreground class from 1 to {num_classes - 1}."
+        )
+    region = labels == target_class
+    weight = (region if region.any() else torch.ones_like(region)).to(torch.float32)
+
+    def target(x: torch.Tensor) -> torch.Tensor:
+        logits = model.adapter.logits(model.module, x)
+        channel = 0 if logits.shape[1] == 1 else target_class  # a one-logit sigmoid output is class 1
+        return (logits[:, channel].float() * weight).sum((-2, -1))
+
+    return target
+
+
+# captum is imported where it is used: importing it loads matplotlib and IPython (~0.4 s), which
+# every ``import slicewise`` would otherwise pay.
+
+
+def _gradcam(model: LoadedModel, target: Target, x: torch.Tensor) -> torch.Tensor:
+    from captum.attr import LayerAttribution, LayerGradientXActivation
+
+    name = model.adapter.cam_target_layer
+    if name is None:
+        raise SlicewiseError(
+            f"{model.spec.arch} declares no layer for Grad-CAM; explain it with saliency or occlusion instead."
+        )
+    try:
+        layer = model.module.get_submodule(name)
+    except AttributeError:
+        raise SlicewiseError(
+            f"{model.name} has no layer {name!r} for Grad-CAM (its init kwargs change the {model.spec.arch} "
+            "layout); explain it with saliency or occlusion instead."
+        ) from None
+    weighted = LayerGradientXActivation(target, layer).attribute(x)
+    if not isinstance(weighted, torch.Tensor) or weighted.ndim != 4:
+        raise SlicewiseError(
+            f"The Grad-CAM layer {name!r} of {model.name} does not output one (N, C, h, w) feature map; "
+            "explain it with saliency or occlusion instead."
+        )
+    cam = weighted.sum(1, keepdim=True).clamp_min(0.0)
+    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[0, 0]
+
+
+def _saliency(model: LoadedModel, target: Target, x: torch.Tensor) -> torch.Tensor:
+    from captum.attr import IntegratedGradients
+
+    gradients = IntegratedGradients(target).attribute(
+        x, baselines=0.0, n_steps=_IG_STEPS, internal_batch_size=_batch_size(x)
+    )
+    return gradients.abs().amax(1)[0]
+
+
+def _occlusion(model: LoadedModel, target: Target, x: torch.Tensor) -> torch.Tensor:
+    from captum.attr import Occlusion
+
+    channels, height, width = x.shape[1:]
+    window = tuple(math.ceil(side / _OCCLUSION_FRACTION) for side in (height, width))
+    strides = tuple(max(1, side // 2) for side in window)
+    drops = Occlusion(target).attribute(
+        x,
+        sliding_window_shapes=(channels, *window),
+        strides=(channels, *strides),
+        baselines=0.0,
+        perturbations_per_eval=_batch_size(x),
+    )
+    return drops[0, 0].clamp_min(0.0)  # every channel is occluded together, so all hold the same map
+
+
+def _batch_size(x: torch.Tensor) -> int:
+    """Perturbed copies of ``x`` per forward: 4 for a 256² slice, 1 from 512² on."""
+    return max(1, _BATCH_PIXELS // (x.shape[-2] * x.shape[-1]))
+
+
+def _normalize(raw: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1]; a constant map (nothing to tell apart) becomes zeros."""
+    low, high = raw.min(), raw.max()
+    if not high > low:
+        return torch.zeros_like(raw)
+    return ((raw - low) / (high - low)).contiguous()
+
+
+_METHODS: dict[str, Callable[[LoadedModel, Target, torch.Tensor], torch.Tensor]] = {
+    "gradcam": _gradcam,
+    "saliency": _saliency,
+    "occlusion": _occlusion,
+}
