@@ -49,6 +49,9 @@ def main() -> None:
         ("tta (8 views, 1 batch)", lambda im: slicewise.predict(model, im, uncertainty="tta")),
         ("mc_dropout (8 samples)", lambda im: slicewise.predict(with_dropout, im, uncertainty="mc_dropout")),
         ("ensemble of 2 + entropy", lambda im: slicewise.predict(ensemble, im, uncertainty="entropy")),
+        ("explain gradcam", lambda im: slicewise.predict(model, im, explain="gradcam")),
+        ("explain saliency (IG 16)", lambda im: slicewise.predict(model, im, explain="saliency")),
+        ("explain occlusion", lambda im: slicewise.predict(model, im, explain="occlusion")),
     ]
     print(f"machine: {machine()}")
     print(f"model: {model.name} on {model.describe_device()}; 256² RGB slices; baseline = plain prediction")

@@ -34,9 +34,12 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=6)
     parser.add_argument("--show", action="append", default=[], help="output role to make visible, e.g. uncertainty")
     parser.add_argument("--rank", action="store_true", help="rank the stack by uncertainty first")
+    parser.add_argument("--explain", choices=("gradcam", "saliency", "occlusion"), help="explanation to compute")
     args = parser.parse_args()
     viewer, widget = open_demo(slicewise.DEFAULT_MODEL)
     viewer.window.resize(1400, 860)
+    if args.explain:
+        widget.explain.value = args.explain
     if args.rank:
         widget.review.rank_button.native.click()
         settle(lambda: widget.review.queue is not None, seconds=300)

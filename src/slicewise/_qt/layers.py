@@ -84,7 +84,7 @@ def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, predictio
         maps.append(("uncertainty", "uncertainty", prediction.uncertainty, "magma"))
     if prediction.explanation is not None:
         explained = prediction.class_names[prediction.target_class]
-        maps.append(("explanation", f"explanation of {explained}", prediction.explanation, "turbo"))
+        maps.append(("explanation", f"explanation of {explained}", prediction.explanation, "hot"))
     for role, title, values, colormap in maps:
         layer = _find_or_add(
             viewer,
