@@ -125,3 +125,12 @@ def test_explaining_a_class_the_model_does_not_have_is_one_line(tmp_path, kvasir
         "predict", str(tmp_path / f"{stem}.png"), "--out", str(tmp_path), "--explain", "saliency", "--target-class", "3"
     )
     assert result.returncode == 2 and "Target class 3 is not a foreground class" in result.stderr.splitlines()[-1]
+
+
+def test_rank_orders_a_folder_of_images_most_uncertain_first(tmp_path, kvasir_test, capsys):
+    for stem, image, _ in kvasir_test:
+        Image.fromarray(image).save(tmp_path / f"{stem}.png")
+    assert main(["rank", str(tmp_path), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    scores = [float(line.split()[0]) for line in lines]
+    assert len(lines) == len(kvasir_test) and scores == sorted(scores, reverse=True) and scores[0] > scores[-1]

@@ -65,6 +65,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from slicewise.api import load_model, predict
+    from slicewise.io.images import list_images, read_image
+
+    model = load_model(args.model, device=args.device)
+    scored = []
+    for path in list_images(args.inputs):
+        image = read_image(path)
+        rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
+        scored.append((predict(model, image, rgb=rgb, uncertainty=args.uncertainty).uncertainty_score, path))
+    for score, path in sorted(scored, key=lambda item: item[0], reverse=True):
+        print(f"{score:.4f}  {path}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
     from slicewise.models.loaded import bundled_models
@@ -189,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target-class", type=int, help="class index to explain (default: the most predicted class)")
     p.set_defaults(run=_cmd_predict)
+
+    p = sub.add_parser("rank", help="rank 2D images (files or folders) by uncertainty, most uncertain first")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_METHODS)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=_cmd_rank)
 
     p = sub.add_parser("inspect", help="describe a checkpoint: family, classes, input spec, provenance")
     p.add_argument("model", help="bundled model name or .safetensors file")
