@@ -18,13 +18,7 @@ from slicewise.models.registry import build_model, make_spec
 POLYP = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Gradients of a small U-Net gain nothing from threads on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _prepared(model: LoadedModel, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

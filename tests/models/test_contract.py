@@ -31,13 +31,7 @@ GP_VMS = [arch for arch in architectures() if get_adapter(arch).kind == "GP-VM"]
 ARCHITECTURES = architectures()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine, two threads run ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _slices(channels: int) -> dict[str, np.ndarray]:
