@@ -6,7 +6,8 @@ Rows, per slice size (256² and 512², real Kvasir-SEG test images resized into 
 - core path: take the slice from the stack, ``slicewise.predict`` (prepare, forward,
   probabilities, labels) and write labels and probabilities into stack-shaped output arrays;
 - viewer path (with a display, e.g. under xvfb-run): ``viewer.dims.set_current_step`` with
-  "follow the slice" on, until the widget has written the slice into its napari layers.
+  "follow the slice" on and the widget's defaults (entropy uncertainty), until the widget has
+  written the slice into all its napari layers.
 The ratio column is p50 divided by the bare forward's p50 (our overhead).
 
     python benchmarks/predict_latency.py [--device cpu|cuda] [--repeats 30]
@@ -92,6 +93,7 @@ def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
+    from slicewise._qt.layers import META_KEY
     from slicewise._qt.widget import PredictWidget
 
     viewer = napari.Viewer(show=False)
@@ -103,7 +105,7 @@ def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -
     for i in range(repeats + 4):
         loop = QEventLoop()
         quit_loop = lambda _event, loop=loop: loop.quit()  # noqa: E731
-        written = [lay for lay in viewer.layers if lay.name.startswith(f"{model_name} P(")]
+        written = [lay for lay in viewer.layers if lay.metadata.get(META_KEY)]  # the last one is written last
         if written:
             written[-1].events.name.connect(quit_loop)
         started = time.perf_counter()
