@@ -12,12 +12,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS
 from slicewise.errors import ImageError, SlicewiseError
+
+if TYPE_CHECKING:
+    from slicewise.models.loaded import Ensemble, LoadedModel
+
+
+def _is_rgb(image: np.ndarray, model: LoadedModel | Ensemble) -> bool:
+    """A last axis of 3 or 4 is colour, unless the model is grayscale (then it is a small stack)."""
+    return image.ndim >= 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -33,7 +42,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     scores, pooled = [], [0, 0]
     for path in list_images(args.inputs):
         image = read_image(path)
-        rgb = image.ndim >= 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
+        rgb = _is_rgb(image, model)
         ndim = spatial_ndim(image.shape, rgb)
         if ndim not in (2, 3):
             raise ImageError(
@@ -73,7 +82,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     scored = []
     for path in list_images(args.inputs):
         image = read_image(path)
-        rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
+        rgb = _is_rgb(image, model)
         scored.append((predict(model, image, rgb=rgb, uncertainty=args.uncertainty).uncertainty_score, path))
     for score, path in sorted(scored, key=lambda item: item[0], reverse=True):
         print(f"{score:.4f}  {path}")
@@ -82,10 +91,10 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
-    from slicewise.models.loaded import bundled_models
+    from slicewise.models.loaded import checkpoint_path
     from slicewise.models.registry import get_adapter
 
-    path = bundled_models().get(args.model, Path(args.model))
+    path = checkpoint_path(args.model)
     header = read_header(path)
     adapter = get_adapter(header.spec.arch)
     info = {

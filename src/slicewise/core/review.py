@@ -11,7 +11,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from slicewise.core.inference import iter_predict
+from slicewise.core.inference import predict
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, PredictOptions, SliceRef
 from slicewise.errors import ImageError
@@ -33,12 +33,7 @@ def iter_rank_slices(
     scores = []
     for ref in stack_refs(tuple(stack.shape), rgb):
         options = PredictOptions(slice_ref=ref, uncertainty=uncertainty)
-        generator = iter_predict(model, take_slice(stack, ref, rgb=rgb), options)
-        try:
-            while True:
-                next(generator)
-        except StopIteration as stop:
-            prediction = stop.value
+        prediction = predict(model, take_slice(stack, ref, rgb=rgb), options)
         scores.append((ref, float(prediction.uncertainty_score)))
         yield prediction
     return sorted(scores, key=lambda item: item[1], reverse=True)

@@ -148,13 +148,19 @@ def from_state(
     )
 
 
-def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:
-    """Load a bundled model by name, or a slicewise ``.safetensors`` checkpoint by path."""
+def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
+    """The file behind a bundled model name or a path; a bare unknown name lists the bundled ones."""
     bundled = bundled_models()
     path = bundled.get(str(name_or_path), Path(name_or_path))
     if not path.exists() and str(name_or_path) not in bundled and os.sep not in str(name_or_path) and path.suffix == "":
         raise UnknownModelError(
             f"No bundled model or file named {str(name_or_path)!r}; bundled models: {', '.join(bundled) or 'none'}."
         )
+    return path
+
+
+def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:
+    """Load a bundled model by name, or a slicewise ``.safetensors`` checkpoint by path."""
+    path = checkpoint_path(name_or_path)
     header, state_dict = load_checkpoint(path)
     return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)

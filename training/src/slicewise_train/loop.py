@@ -25,9 +25,11 @@ from monai.utils import set_determinism
 from torch.utils.data import DataLoader, Dataset
 
 import slicewise
+from slicewise.core.metrics import overlap_counts
 from slicewise.core.preprocess import match_channels, normalize
+from slicewise.models.adapters.base import Adapter
 from slicewise.models.checkpoint import save_checkpoint
-from slicewise.models.registry import build_model, make_spec
+from slicewise.models.registry import get_adapter, make_spec
 from slicewise.models.spec import ModelSpec
 from slicewise_train.config import TrainConfig
 from slicewise_train.data import Sample, class_names, load_split
@@ -102,17 +104,15 @@ class SliceDataset(Dataset):
         return image, label
 
 
-def pooled_dice(model: torch.nn.Module, loader: DataLoader, num_classes: int) -> float:
+def pooled_dice(model: torch.nn.Module, adapter: Adapter, loader: DataLoader, num_classes: int) -> float:
     """Foreground Dice pooled over every pixel of the loader (background excluded)."""
     intersection = total = 0
     model.eval()
     with torch.inference_mode():
         for images, labels in loader:
-            predicted = model(images).argmax(1)
-            truth = labels[:, 0]
-            for cls in range(1, num_classes):
-                intersection += int(((predicted == cls) & (truth == cls)).sum())
-                total += int((predicted == cls).sum() + (truth == cls).sum())
+            predicted = adapter.logits(model, images).argmax(1).numpy()
+            i, t = overlap_counts(predicted, labels[:, 0].numpy(), num_classes)
+            intersection, total = intersection + i, total + t
     return 2 * intersection / total if total else 1.0
 
 
@@ -133,7 +133,8 @@ def fit(config: TrainConfig, out: str | Path) -> Path:
         name=config.name or config.arch,
         **config.init_kwargs,
     )
-    model = build_model(spec)
+    adapter = get_adapter(spec.arch)
+    model = adapter.build(spec)
     train_loader = DataLoader(
         SliceDataset(train, spec, config.size, augment=True, augmentation=config.augmentation),
         batch_size=config.batch_size,
@@ -149,12 +150,12 @@ def fit(config: TrainConfig, out: str | Path) -> Path:
         losses = []
         for images, labels in train_loader:
             optimizer.zero_grad()
-            loss = loss_fn(model(images), labels)
+            loss = loss_fn(adapter.logits(model, images), labels)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-        dice = pooled_dice(model, val_loader, num_classes)
+        dice = pooled_dice(model, adapter, val_loader, num_classes)
         history.append(
             {
                 "epoch": epoch + 1,

@@ -36,6 +36,10 @@ class TransformersAdapter(Adapter):
     def input_divisor(self, spec: ModelSpec) -> int:
         return 32
 
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """transformers' segmentation heads predict at 1/4 resolution: upsample to the input."""
+        return resize_logits(model(pixel_values=x).logits, x.shape[-2:])
+
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
         """The network for ``spec``; ``pretrained`` (a file or ``"cache"``) sets the encoder."""
         model = super().build(spec)
@@ -102,9 +106,6 @@ class SegformerAdapter(TransformersAdapter):
         config = SegformerConfig(num_channels=in_channels, num_labels=num_classes, **kwargs)
         return SegformerForSemanticSegmentation(config)
 
-    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return resize_logits(model(pixel_values=x).logits, x.shape[-2:])
-
 
 class UperNetConvNextAdapter(TransformersAdapter):
     arch = "upernet_convnext"
@@ -125,9 +126,6 @@ class UperNetConvNextAdapter(TransformersAdapter):
 
         config = ConvNextConfig(num_channels=in_channels, out_features=_STAGES, **backbone)
         return _upernet(config, num_classes, decoder_hidden_size)
-
-    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return resize_logits(model(pixel_values=x).logits, x.shape[-2:])
 
 
 class UperNetSwinAdapter(UperNetConvNextAdapter):
