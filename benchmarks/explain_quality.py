@@ -69,7 +69,7 @@ CANDIDATES: dict[str, Callable[[nn.Module], list[str]]] = {
 def with_cam_layer(model: LoadedModel, layer: str) -> LoadedModel:
     """The same network with another Grad-CAM layer (an adapter copy; the class stays untouched)."""
     adapter = copy.copy(model.adapter)
-    adapter.cam_target_layer = layer
+    adapter.cam_layer = lambda spec: layer
     return dataclasses.replace(model, adapter=adapter)
 
 
@@ -81,7 +81,7 @@ def layer_gradcam(model: LoadedModel, batch: torch.Tensor, labels: torch.Tensor)
     def target(x: torch.Tensor) -> torch.Tensor:
         return (model.adapter.logits(model.module, x)[:, TARGET] * weight).sum((-2, -1))
 
-    layer = model.module.get_submodule(model.adapter.cam_target_layer)
+    layer = model.module.get_submodule(model.adapter.cam_layer(model.spec))
     cam = LayerGradCam(target, layer).attribute(batch.clone(), relu_attributions=True).detach()
     cam = LayerAttribution.interpolate(cam, tuple(batch.shape[-2:]), interpolate_mode="bilinear")[0, 0]
     return (cam - cam.min()) / (cam.max() - cam.min()) if cam.max() > cam.min() else torch.zeros_like(cam)
@@ -220,7 +220,7 @@ def main() -> None:
     model = slicewise.load_model(args.model, device="cpu")
     samples = load_split(shared_data_dir() / "kvasir_seg", "test")
     subset = samples[: args.images]
-    default_layer = model.adapter.cam_target_layer
+    default_layer = model.adapter.cam_layer(model.spec)
     print(f"machine: {machine()}")
     print(f"model: {model.name} ({model.spec.arch}); data: Kvasir-SEG test split, {len(samples)} images")
     print(f"deletion check and method table on the first {len(subset)} of them; 11 deletion steps of 10%")

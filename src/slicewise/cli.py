@@ -108,6 +108,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             "channels": header.spec.input.channels,
             "normalization": header.spec.input.normalization,
             "divisor": header.spec.input.divisor,
+            "size": header.spec.input.size,
         },
         "init_kwargs": header.spec.init_kwargs,
         "format_version": header.format_version,
@@ -120,9 +121,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
     print(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
     print(f"  classes       {', '.join(info['classes'])}")
+    resized = f"long side resized to {header.spec.input.size} px, " if header.spec.input.size else ""
     print(
         f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
-        f"padded to a multiple of {info['input']['divisor']}"
+        f"{resized}padded to a multiple of {info['input']['divisor']}"
     )
     for key, value in header.provenance.items():
         print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")

@@ -94,14 +94,14 @@ def test_deleting_the_most_attributed_pixels_hurts_the_polyp_more_than_random_on
 def test_unknown_method_class_or_layer_is_one_sentence(default_model, kvasir_test):
     batch, labels = _prepared(default_model, kvasir_test[0][1])
     no_layer = type(default_model.adapter)()
-    no_layer.cam_target_layer = None
-    shallow_spec = make_spec("unet", channels=[4, 8, 16], strides=[2, 2])
-    shallow = from_state(shallow_spec, build_model(shallow_spec).state_dict(), device="cpu")
+    no_layer.cam_layer = lambda spec: None
+    renamed = type(default_model.adapter)()
+    renamed.cam_layer = lambda spec: "no.such.layer"
     cases = [
         ("lime", default_model, POLYP, "Unknown explanation method 'lime'; choose one of: gradcam"),
         ("gradcam", default_model, 2, "pick a foreground class from 1 to 1"),
         ("gradcam", dataclasses.replace(default_model, adapter=no_layer), POLYP, "declares no layer for Grad-CAM"),
-        ("gradcam", shallow, POLYP, "has no layer 'model.1.submodule.1.submodule.1"),
+        ("gradcam", dataclasses.replace(default_model, adapter=renamed), POLYP, "has no layer 'no.such.layer'"),
     ]
     for method, model, target_class, expected in cases:
         with pytest.raises(SlicewiseError, match=expected) as raised:

@@ -1,9 +1,12 @@
+from dataclasses import replace
+
 import numpy as np
 
 import slicewise
 from slicewise.core.inference import iter_predict
 from slicewise.core.metrics import overlap_counts
 from slicewise.core.types import Progress, SliceRef
+from slicewise.models.loaded import from_state
 
 
 def test_default_model_segments_real_polyps(default_model, kvasir_test):
@@ -52,3 +55,14 @@ def test_grayscale_model_predicts_odd_sizes(tiny_checkpoint):
     prediction = slicewise.predict(model, np.random.default_rng(0).integers(0, 4000, (37, 53), dtype=np.uint16))
     assert prediction.labels.shape == (37, 53) and prediction.labels.max() <= 2
     assert prediction.probabilities.shape == (3, 37, 53)
+
+
+def test_a_model_trained_at_a_smaller_size_returns_maps_at_the_slice_size(default_model, kvasir_test):
+    spec = replace(default_model.spec, input=replace(default_model.spec.input, size=128))
+    half = from_state(spec, default_model.module.state_dict(), device="cpu")
+    image, truth = kvasir_test[0][1], kvasir_test[0][2]
+    prediction = slicewise.predict(half, image, uncertainty="entropy", explain="gradcam")
+    assert prediction.labels.shape == truth.shape
+    assert prediction.probabilities.shape == (2, *truth.shape)
+    assert prediction.uncertainty.shape == truth.shape and prediction.explanation.shape == truth.shape
+    np.testing.assert_allclose(prediction.probabilities.sum(0), 1.0, atol=1e-4)

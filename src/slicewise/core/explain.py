@@ -4,7 +4,7 @@ Every method explains one scalar, as pytorch-grad-cam's ``SemanticSegmentationTa
 the sum of the target class's logits over the pixels predicted as that class (over all
 pixels when none is). The attributions themselves are captum's:
 
-- ``gradcam``: class activation map on the adapter's ``cam_target_layer`` (the deepest feature
+- ``gradcam``: class activation map on the adapter's ``cam_layer`` (the deepest feature
   map, chosen per family on evidence), ReLU, bilinearly upsampled to the slice: which regions'
   features support the class.
   It weights the activations by their gradients pixel by pixel (HiResCAM: captum's
@@ -89,7 +89,7 @@ def _target(model: LoadedModel, labels: torch.Tensor, target_class: int) -> Targ
 def _gradcam(model: LoadedModel, target: Target, x: torch.Tensor) -> torch.Tensor:
     from captum.attr import LayerAttribution, LayerGradientXActivation
 
-    name = model.adapter.cam_target_layer
+    name = model.adapter.cam_layer(model.spec)
     if name is None:
         raise SlicewiseError(
             f"{model.spec.arch} declares no layer for Grad-CAM; explain it with saliency or occlusion instead."

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from slicewise.core import explain, uncertainty
-from slicewise.core.preprocess import prepare
+from slicewise.core.preprocess import network_shape, prepare
 from slicewise.core.types import Prediction, PredictOptions, Progress
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import Ensemble, LoadedModel
@@ -69,6 +69,16 @@ def _check_target(target_class: int, class_names: tuple[str, ...]) -> None:
         )
 
 
+def _to_slice(maps: torch.Tensor, height: int, width: int, inner: tuple[int, int]) -> torch.Tensor:
+    """(..., H', W') network-frame maps → (..., height, width): crop the padding, undo the resize."""
+    maps = maps[..., : inner[0], : inner[1]]
+    if inner == (height, width):
+        return maps
+    batch = maps.reshape(-1, 1, *inner) if maps.ndim == 2 else maps.unsqueeze(0)
+    resized = torch.nn.functional.interpolate(batch.float(), size=(height, width), mode="bilinear", align_corners=False)
+    return resized.reshape(height, width) if maps.ndim == 2 else resized[0]
+
+
 def iter_predict(
     model: LoadedModel | Ensemble, image: np.ndarray, options: PredictOptions | None = None
 ) -> Generator[Progress, None, Prediction]:
@@ -82,6 +92,7 @@ def iter_predict(
     yield Progress(0, len(_STAGES), _STAGES[0])
     chw = prepare(np.asarray(image), model.spec.input)
     height, width = image.shape[:2]
+    inner = network_shape(height, width, model.spec.input.size)
     batch = torch.from_numpy(chw).unsqueeze(0).to(model.device)
     yield Progress(1, len(_STAGES), _STAGES[1])
     members = model.members if isinstance(model, Ensemble) else [model]
@@ -95,17 +106,17 @@ def iter_predict(
         target_class = options.target_class or _default_target(padded_labels, mean.shape[0])
         _check_target(target_class, model.spec.output.class_names)
         maps = [explain.attribution(options.explain, m, batch, padded_labels, target_class) for m in members]
-        explanation = torch.stack(maps).mean(0)[:height, :width]
+        explanation = _to_slice(torch.stack(maps).mean(0), height, width, inner)
     uncertainty_map = None
     if options.uncertainty == "mc_dropout" or (options.uncertainty is not None and len(members) > 1):
         uncertainty_map = uncertainty.mutual_information(samples)
     elif options.uncertainty is not None:
         uncertainty_map = uncertainty.normalized_entropy(mean)
-    probabilities = np.ascontiguousarray(mean[:, :height, :width].cpu().numpy())
+    probabilities = np.ascontiguousarray(_to_slice(mean, height, width, inner).cpu().numpy())
     # numpy's argmax over the class axis is ~8x faster than torch's on the CPU (measured)
     labels = probabilities.argmax(0).astype(np.uint8)
     if uncertainty_map is not None:
-        uncertainty_map = uncertainty_map[:height, :width]
+        uncertainty_map = _to_slice(uncertainty_map, height, width, inner)
     return Prediction(
         labels=labels,
         probabilities=probabilities,

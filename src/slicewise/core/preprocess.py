@@ -7,6 +7,7 @@ a model sees identically prepared pixels in both.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from slicewise.errors import ImageError, InputSpecError
 from slicewise.models.spec import InputSpec
@@ -87,7 +88,29 @@ def pad_to_divisor(chw: np.ndarray, divisor: int) -> np.ndarray:
     return np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)))
 
 
+def network_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """The (H, W) a slice has inside the network: itself, or scaled so its long side is ``size``."""
+    if size is None:
+        return height, width
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_long_side(array: np.ndarray, size: int | None, *, labels: bool = False) -> np.ndarray:
+    """(C, H, W) → (C, H', W') with the long side ``size``: area-weighted for images, nearest for labels."""
+    shape = network_shape(*array.shape[-2:], size)
+    if shape == tuple(array.shape[-2:]):
+        return array
+    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"])).unsqueeze(0)
+    if labels:
+        resized = torch.nn.functional.interpolate(tensor.float(), size=shape, mode="nearest-exact")
+        return resized[0].numpy().astype(array.dtype)
+    resized = torch.nn.functional.interpolate(tensor, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].numpy()
+
+
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Check, match channels, normalise and pad one slice → float32 (C, H', W')."""
+    """Check, match channels, normalise, resize to ``spec.size`` and pad one slice → float32 (C, H', W')."""
     check_slice(image)
-    return pad_to_divisor(normalize(match_channels(image, spec.channels), spec), spec.divisor)
+    chw = normalize(match_channels(image, spec.channels), spec)
+    return pad_to_divisor(resize_long_side(chw, spec.size), spec.divisor)

@@ -64,6 +64,11 @@ class Ensemble:
                     f"{', '.join(member.spec.output.class_names)}, {self.members[0].name} has "
                     f"{', '.join(first.output.class_names)}."
                 )
+            if member.spec.input.size != first.input.size:
+                raise CheckpointError(
+                    f"Ensemble members must run at the same input size: {member.name} runs at "
+                    f"{member.spec.input.size}, {self.members[0].name} at {first.input.size}."
+                )
             if member.spec.input.channels != first.input.channels:
                 raise CheckpointError(
                     f"Ensemble members must take the same input channels: {member.name} takes "

@@ -28,6 +28,7 @@ ARCHITECTURES: dict[str, str] = {
     "upernet_swin": "slicewise.models.adapters.transformers:UperNetSwinAdapter",
     "dinov2": "slicewise.models.adapters.transformers:Dinov2Adapter",
     "timm_unet": "slicewise.models.adapters.timm:TimmUNetAdapter",
+    "medsam_tinyvit": "slicewise.models.adapters.medsam:MedSAMEncoderAdapter",
 }
 
 
@@ -54,17 +55,27 @@ def make_spec(
     class_names: tuple[str, ...] = ("background", "foreground"),
     in_channels: int = 3,
     normalization: str = "percentile",
+    size: int | None = None,
     name: str = "",
     **init_kwargs: Any,
 ) -> ModelSpec:
-    """A complete spec for ``arch``: its defaults, overridden by ``init_kwargs``."""
+    """A complete spec for ``arch``: its defaults, overridden by ``init_kwargs``.
+
+    size: the long side slices are resized to (``None``: their own resolution). An
+    architecture with fixed input needs (``medsam_tinyvit``: RGB, 256 px) overrides them.
+    """
     adapter = get_adapter(arch)
     kwargs = {**adapter.default_kwargs, **init_kwargs}
     draft = ModelSpec(arch=arch, init_kwargs=kwargs, input=InputSpec(channels=in_channels))
+    input_fields = {"channels": in_channels, "size": size, **adapter.default_input}
     return ModelSpec(
         arch=arch,
         init_kwargs=kwargs,
-        input=InputSpec(channels=in_channels, normalization=normalization, divisor=adapter.input_divisor(draft)),
+        input=InputSpec(
+            normalization=normalization,
+            divisor=adapter.input_divisor(draft),
+            **input_fields,
+        ),
         output=OutputSpec(class_names=tuple(class_names)),
         name=name or arch,
     )

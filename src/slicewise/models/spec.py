@@ -24,12 +24,16 @@ class InputSpec:
     (dtype-agnostic: uint8, uint16 and float data give the same result); "zscore" subtracts
     the slice mean and divides by its std; "none" passes values as float32.
     divisor: height and width are padded up to a multiple of it.
+    size: the long side the network was trained at; when set, each slice is resized (aspect
+    kept) so its longer side is ``size`` before the network, and every output is resized back
+    to the slice. ``None`` runs the slice at its own resolution.
     """
 
     channels: int = 3
     normalization: str = "percentile"
     percentiles: tuple[float, float] = (0.5, 99.5)
     divisor: int = 16
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels < 1:
@@ -38,6 +42,8 @@ class InputSpec:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.divisor < 1:
             raise ValueError(f"divisor must be >= 1, got {self.divisor}")
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be None or >= 8, got {self.size}")
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from slicewise.cli import run_command
 from slicewise.errors import SlicewiseError
@@ -14,18 +15,22 @@ from slicewise_train.config import TrainConfig
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from slicewise_train.loop import fit
+    from slicewise_train.protocol import fit_and_report
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig(data=tuple(args.data or ()))
     overrides = {
         "data": tuple(args.data) if args.data else None,
         "arch": args.model,
         "epochs": args.epochs,
+        "lr_grid": (args.lr,) if args.lr else None,
+        "folds": args.folds,
+        "device": args.device,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if not config.data:
         raise SlicewiseError("Give at least one dataset with --data DIR (or a config file that names one).")
-    print(fit(config, args.out))
+    checkpoint = fit_and_report(config, args.out, resume=args.resume)
+    print(f"model:  {checkpoint}\nreport: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -38,9 +43,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(
-                f"{r['dataset']:<14} {r['split']:<5} {r['images']:>4} images  "
-                f"Dice {r['dice']:.4f} (pooled)  {r['mean_dice']:.4f} (mean per image)"
+                f"{r['dataset']:<14} {r['split']:<5} {r['images']:>4} images  Dice {r['dice']:.4f} pooled, "
+                f"{r['per_image_mean']['dice']:.4f} per image  IoU {r['iou']:.4f}  HD95 {r['hd95']:.1f} px  "
+                f"NSD {r['nsd']:.4f} ({r['units']['nsd_tolerance']})"
             )
+    return 0
+
+
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    from slicewise_train.protocol import run_protocol
+
+    print(f"report: {run_protocol(args.file, args.out)}")
     return 0
 
 
@@ -61,10 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", help="dataset folder (images/, masks/, split.json); repeatable")
     p.add_argument("--model", help="registry architecture name (slicewise models --architectures)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--config", help="JSON file with TrainConfig fields")
-    p.add_argument("--out", required=True, help="run folder: model.safetensors, history.json")
+    p.add_argument("--lr", type=float, help="one learning rate instead of the config's grid search")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation over train+val (k >= 2)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (configs/study.json: the study's protocol)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--out", required=True, help="run folder: model.safetensors, metrics.json, report.md")
     p.set_defaults(run=_cmd_fit)
-    p = sub.add_parser("evaluate", help="Dice of a checkpoint on a split, through slicewise.predict")
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, NSD of a checkpoint on a split, through slicewise.predict")
     p.add_argument("--model", required=True, help="bundled model name or .safetensors file")
     p.add_argument("--data", action="append", required=True)
     p.add_argument("--split", default="test")
@@ -80,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True)
     p.set_defaults(run=_cmd_export)
+    p = sub.add_parser("protocol", help="every model on every dataset, cross-dataset matrix and one report")
+    p.add_argument("file", help="protocol JSON (training/protocols/cpu_study.json)")
+    p.add_argument("--out", required=True, help="folder for runs/, metrics.json, report.md and plots/")
+    p.set_defaults(run=_cmd_protocol)
     return parser
 
 

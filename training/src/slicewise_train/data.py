@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from slicewise.errors import SlicewiseError
+from slicewise_train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,55 @@ def read_split(root: Path, split: str) -> list[str]:
 
 def load_split(root: str | Path, split: str) -> list[Sample]:
     """Every image and mask of one split, in memory (the shared sets are a few MB each)."""
+    return load_stems(root, read_split(Path(root), split))
+
+
+def load_stems(root: str | Path, stems: list[str]) -> list[Sample]:
+    """The images and masks with these stems."""
     root = Path(root)
     samples = []
-    for stem in read_split(root, split):
+    for stem in stems:
         image = np.asarray(Image.open(root / "images" / f"{stem}.png"))
         mask = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
         samples.append(Sample(stem=stem, image=image, mask=mask))
     return samples
+
+
+def fold_stems(stems: list[str], folds: int, fold: int, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val) stems for one fold of a seeded k-fold split of ``stems``."""
+    order = sorted(stems)
+    np.random.default_rng(seed).shuffle(order)
+    held_out = set(order[fold::folds])
+    return [s for s in stems if s not in held_out], [s for s in stems if s in held_out]
+
+
+def load_training_split(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """The (train, val) samples of every dataset of ``config``: the fixed split or one fold.
+
+    Datasets must exist and agree on channels; one sentence says which does not.
+    """
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for root in config.data:
+        if not Path(root).is_dir():
+            raise SlicewiseError(f"The dataset folder {root} does not exist.")
+        if config.folds:
+            stems = read_split(Path(root), "train") + read_split(Path(root), "val")
+            train_stems, val_stems = fold_stems(stems, config.folds, config.fold, config.seed)
+            train += load_stems(root, train_stems)
+            val += load_stems(root, val_stems)
+        else:
+            train += load_split(root, "train")
+            val += load_split(root, "val")
+    channel_counts = {1 if s.image.ndim == 2 else s.image.shape[2] for s in train + val}
+    if len(channel_counts) > 1:
+        raise SlicewiseError(
+            f"The datasets {', '.join(Path(d).name for d in config.data)} mix grayscale and RGB images; "
+            "train on datasets of one kind."
+        )
+    if not val:
+        raise SlicewiseError("The validation split is empty; early stopping and the learning-rate grid need it.")
+    return train, val
 
 
 def class_names(root: str | Path, num_classes: int) -> tuple[str, ...]:

@@ -1,52 +1,76 @@
-"""Evaluate a checkpoint on a split through slicewise's own prediction path."""
+"""Evaluate a checkpoint on a split through slicewise's own prediction path (what the widget runs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from tqdm.auto import tqdm
 
 import slicewise
-from slicewise.core.metrics import dice_score, overlap_counts
+from slicewise.errors import SlicewiseError
 from slicewise_train.data import load_split
+from slicewise_train.metrics import NSD_TOLERANCE_PX, Counts, SplitScores, image_scores, split_scores
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Dice pooled over all pixels of the split (the study's convention) and per image."""
+    """One model on one split: pooled and per-image metrics (see ``slicewise_train.metrics``)."""
 
+    model: str
     dataset: str
     split: str
-    pooled_dice: float
-    mean_dice: float
-    per_image: dict[str, float]
+    scores: SplitScores
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    @property
+    def pooled_dice(self) -> float:
+        return self.scores.pooled["dice"]
+
+    @property
+    def mean_dice(self) -> float:
+        return self.scores.per_image_mean["dice"]
+
+    def per_image(self, metric: str = "dice") -> dict[str, float]:
+        return {stem: scores[metric] for stem, scores in self.scores.per_image.items()}
+
+    def as_dict(self, *, with_images: bool = False) -> dict[str, Any]:
+        """Headline figures first: overlap pooled over the split, HD95 and NSD as per-image means."""
+        pooled, means = self.scores.pooled, self.scores.per_image_mean
+        result: dict[str, Any] = {
+            "model": self.model,
             "dataset": self.dataset,
             "split": self.split,
-            "images": len(self.per_image),
-            "dice": round(self.pooled_dice, 4),
-            "mean_dice": round(self.mean_dice, 4),
+            "images": len(self.scores.per_image),
+            **{key: round(pooled[key], 4) for key in ("dice", "iou", "precision", "recall")},
+            "hd95": round(means["hd95"], 2),
+            "nsd": round(means["nsd"], 4),
+            "pooled": {key: round(value, 4) for key, value in pooled.items()},
+            "per_image_mean": {key: round(value, 4) for key, value in means.items()},
+            "units": {"hd95": "pixels", "nsd_tolerance": f"{NSD_TOLERANCE_PX:g} pixels"},
         }
+        if with_images:
+            result["per_image"] = {
+                stem: {k: round(v, 4) for k, v in scores.items()} for stem, scores in self.scores.per_image.items()
+            }
+        return result
 
 
 def evaluate(model: slicewise.LoadedModel | str | Path, data: str | Path, split: str = "test") -> Evaluation:
     """Predict every image of ``split`` with ``slicewise.predict`` and score it against its mask."""
-    model = slicewise.load_model(model)
+    model = model if isinstance(model, slicewise.LoadedModel) else slicewise.load_model(model)
     num_classes = model.spec.output.num_classes
-    intersection = total = 0
-    per_image = {}
-    for sample in load_split(data, split):
+    samples = load_split(data, split)
+    found = max(int(s.mask.max()) for s in samples) + 1
+    if found > num_classes:
+        raise SlicewiseError(
+            f"{Path(data).name} has {found} classes but {model.name} predicts {num_classes} "
+            f"({', '.join(model.spec.output.class_names)}); evaluate it on a dataset of its task."
+        )
+    per_image: dict[str, dict[str, float]] = {}
+    counts = Counts(0, 0, 0)
+    for sample in tqdm(samples, desc=f"{model.name} on {Path(data).name}/{split}", leave=False, disable=None):
         labels = slicewise.predict(model, sample.image).labels
-        i, t = overlap_counts(labels, sample.mask, num_classes)
-        intersection, total = intersection + i, total + t
-        per_image[sample.stem] = dice_score(labels, sample.mask, num_classes)
-    return Evaluation(
-        dataset=Path(data).name,
-        split=split,
-        pooled_dice=2 * intersection / total if total else 1.0,
-        mean_dice=float(np.mean(list(per_image.values()))),
-        per_image=per_image,
-    )
+        per_image[sample.stem], image_counts = image_scores(labels, sample.mask, num_classes)
+        counts = counts + image_counts
+    return Evaluation(model=model.name, dataset=Path(data).name, split=split, scores=split_scores(per_image, counts))

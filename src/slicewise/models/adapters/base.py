@@ -30,6 +30,7 @@ class Adapter:
     kind: ClassVar[str]  # "SMA" (specialised medical architecture) or "GP-VM" (general-purpose)
     description: ClassVar[str]
     default_kwargs: ClassVar[dict[str, Any]] = {}
+    default_input: ClassVar[dict[str, Any]] = {}  # InputSpec fields the network requires (a fixed size)
     supports_prompts: ClassVar[bool] = False
     cam_target_layer: ClassVar[str | None] = None
     channels_last: ClassVar[bool] = True  # convolutional nets run faster channels-last on CPU
@@ -37,6 +38,10 @@ class Adapter:
     def input_divisor(self, spec: ModelSpec) -> int:
         """Height and width must be a multiple of this; the core pads to it."""
         return spec.input.divisor
+
+    def cam_layer(self, spec: ModelSpec) -> str | None:
+        """The layer Grad-CAM reads for ``spec`` (its deepest feature map), or None."""
+        return self.cam_target_layer
 
     def kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """The architecture's defaults overridden by the spec's ``init_kwargs``."""

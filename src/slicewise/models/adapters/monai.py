@@ -28,10 +28,12 @@ class UNetAdapter(Adapter):
         "dropout": 0.0,
         "norm": "batch",
     }
-    cam_target_layer = "model.1.submodule.1.submodule.1.submodule.1.submodule"  # the bottleneck (1/16)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return _stride_product(self.kwargs(spec)["strides"])
+
+    def cam_layer(self, spec: ModelSpec) -> str | None:
+        return _bottleneck(self.kwargs(spec)["channels"])
 
     def create(self, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
         from monai.networks.nets import UNet
@@ -45,10 +47,12 @@ class AttentionUNetAdapter(Adapter):
     kind = "SMA"
     description = "MONAI Attention U-Net (Oktay et al. 2018)"
     default_kwargs = {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.0}
-    cam_target_layer = "model.1.submodule.1.submodule.1.submodule"  # the bottleneck (1/8)
 
     def input_divisor(self, spec: ModelSpec) -> int:
         return _stride_product(self.kwargs(spec)["strides"])
+
+    def cam_layer(self, spec: ModelSpec) -> str | None:
+        return _bottleneck(self.kwargs(spec)["channels"])
 
     def create(self, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
         from monai.networks.nets import AttentionUnet
@@ -131,3 +135,8 @@ class SwinUNETRAdapter(Adapter):
         from monai.networks.nets import SwinUNETR
 
         return SwinUNETR(in_channels=in_channels, out_channels=num_classes, spatial_dims=2, **kwargs)
+
+
+def _bottleneck(channels: list[int]) -> str:
+    """MONAI's (Attention) UNet nests one skip connection per level: the bottleneck is the innermost."""
+    return "model" + ".1.submodule" * (len(channels) - 1)
