@@ -2,6 +2,7 @@
 
 xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py docs/images/demo.png
 ... scripts/screenshot.py docs/images/uncertainty.png --slice 5 --show uncertainty --rank
+... scripts/screenshot.py docs/images/trained_gpvm.png --checkpoint runs/.../model.safetensors
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ def main() -> None:
     parser.add_argument("--show", action="append", default=[], help="output role to make visible, e.g. uncertainty")
     parser.add_argument("--rank", action="store_true", help="rank the stack by uncertainty first")
     parser.add_argument("--explain", choices=("gradcam", "saliency", "occlusion"), help="explanation to compute")
+    parser.add_argument("--checkpoint", help="a .safetensors file to predict with instead of the default model")
     args = parser.parse_args()
     viewer, widget = open_demo(slicewise.DEFAULT_MODEL)
     viewer.window.resize(1400, 860)
+    if args.checkpoint:
+        widget.checkpoint.value = args.checkpoint
     if args.explain:
         widget.explain.value = args.explain
     if args.rank:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -15,16 +14,6 @@ from slicewise.io.images import read_image  # noqa: E402
 from slicewise.io.samples import shared_data_dir, split_stems  # noqa: E402
 from slicewise.models.checkpoint import save_checkpoint  # noqa: E402
 from slicewise.models.registry import build_model, make_spec  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: small models gain nothing from threads, and on a busy 2-core machine
-    two threads run tiny models ~100x slower (OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import slicewise
@@ -25,23 +26,8 @@ from slicewise_train.evaluate import evaluate
 from slicewise_train.export import export
 from slicewise_train.loop import fit, rex_factor
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
-
-
-@pytest.fixture(scope="module")
-def mini_hc18(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 24/8/6-image slice of the real HC18 set (same layout), so runs take seconds."""
-    source = shared_data_dir() / "hc18"
-    root = tmp_path_factory.mktemp("data") / "hc18"
-    splits = json.loads((source / "split.json").read_text())
-    mini = {"train": splits["train"][:24], "val": splits["val"][:8], "test": splits["test"][:6]}
-    for folder in ("images", "masks"):
-        (root / folder).mkdir(parents=True)
-        for stem in sum(mini.values(), []):
-            shutil.copy(source / folder / f"{stem}.png", root / folder / f"{stem}.png")
-    (root / "split.json").write_text(json.dumps(mini))
-    shutil.copy(source.parent / "manifest.json", root.parent / "manifest.json")
-    return root
 
 
 def tiny_config(data: Path, **overrides: object) -> TrainConfig:
@@ -182,3 +168,14 @@ def test_clear_errors_for_bad_config_missing_data_and_mismatched_classes(tmp_pat
     assert "choose one of: ce, dice_ce" in capsys.readouterr().err
     assert main(["fit", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_dataset_with_more_classes_than_the_model_is_one_sentence(mini_hc18: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "hc18_three_classes"
+    shutil.copytree(mini_hc18, data)
+    stem = json.loads((data / "split.json").read_text())["test"][0]
+    mask = np.asarray(Image.open(data / "masks" / f"{stem}.png")).copy()
+    mask[:5, :5] = 2
+    Image.fromarray(mask).save(data / "masks" / f"{stem}.png")
+    assert main(["evaluate", "--model", "fetal_head_unet", "--data", str(data)]) == 2
+    assert "has 3 classes but fetal_head_unet predicts 2" in capsys.readouterr().err
