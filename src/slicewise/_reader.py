@@ -1,0 +1,43 @@
+"""napari reader: NIfTI, NRRD, DICOM files and DICOM series folders as image or labels layers.
+
+A thin wrapper over :func:`slicewise.io.medical.read_volume`: the voxel spacing becomes the
+layer's ``scale`` and the origin its ``translate`` (both in napari's (z, y, x) order); the full
+geometry goes into ``layer.metadata[METADATA_KEY]`` so the writers can put labels back in place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from slicewise.io.medical import Volume, is_medical_path, read_volume
+
+METADATA_KEY = "slicewise_medical"
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | os.PathLike | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """The reader for one medical file or DICOM folder, or None (napari's "not mine") for anything else."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_layers if is_medical_path(path) else None
+
+
+def read_layers(path: str | os.PathLike) -> list[LayerData]:
+    """One layer: labels for label files (see docs/medical_files.md), an image otherwise."""
+    volume = read_volume(path)
+    return [(volume.array, layer_kwargs(volume), "labels" if volume.is_labels else "image")]
+
+
+def layer_kwargs(volume: Volume) -> dict[str, Any]:
+    """The napari layer keyword arguments that place ``volume`` in the world (mm) and keep its geometry."""
+    return {
+        "name": volume.name,
+        "scale": volume.spacing,
+        "translate": volume.translate,
+        "metadata": {METADATA_KEY: volume.metadata()},
+    }
