@@ -251,6 +251,17 @@ def test_provenance_counts_and_initial_provenance():
         provenance_counts(np.array([[3]], np.uint8))
 
 
+def test_reconcile_provenance_agrees_with_labels_and_keeps_known_owners():
+    labels = np.array([[[0, 3], [3, 5]], [[0, 0], [2, 2]]], np.uint8)  # any shape, here a 2x2x2 stack
+    provenance = np.array([[[M, M], [U, P]], [[P, U], [M, U]]], np.uint8)
+    reconciled = proposals.reconcile_provenance(labels, provenance)
+    np.testing.assert_array_equal(reconciled, [[[U, M], [P, P]], [[U, U], [M, P]]])
+    np.testing.assert_array_equal(provenance[0, 0], [M, M])  # the input is left as it was
+    np.testing.assert_array_equal(
+        proposals.reconcile_provenance(labels, np.zeros_like(labels)), initial_provenance(labels)
+    )
+
+
 def test_the_core_module_imports_no_qt_or_napari():
     tree = ast.parse(Path(proposals.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}

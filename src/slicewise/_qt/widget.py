@@ -24,6 +24,7 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
+from slicewise._qt.edit import EditPanel
 from slicewise._qt.jobs import Failure, ModelCache, Request, advance, predict_job
 from slicewise._qt.layers import show_prediction
 from slicewise._qt.review import ReviewPanel
@@ -75,6 +76,8 @@ class PredictWidget(Container):
         self.models: ModelCache = {}
         self.review = ReviewPanel(viewer, self)
         self.append(self.review)
+        self.edit = EditPanel(viewer, self)
+        self.append(self.edit)
         self._worker: GeneratorWorker | None = None
         self._pending: Request | None = None
         self._closed = False
@@ -179,7 +182,7 @@ class PredictWidget(Container):
             return
         prediction = result
         if request.layer in self._viewer.layers:
-            show_prediction(self._viewer, request.layer, prediction)
+            self.edit.proposal = show_prediction(self._viewer, request.layer, prediction)
             where = prediction.slice_ref.describe()
             score = "" if prediction.uncertainty_score is None else f" · uncertainty {prediction.uncertainty_score:.3f}"
             self.status.value = f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms{score}"

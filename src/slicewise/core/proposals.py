@@ -45,10 +45,12 @@ class Edit:
     """The pixels one operation changes: flat indices into ``shape`` and their before/after values.
 
     Holds only pixels whose label or provenance changes; ``len(edit) == 0`` means nothing changes.
-    The arrays are read-only so an edit kept in a history cannot be altered afterwards.
+    The arrays are read-only so an edit kept in a history cannot be altered afterwards. The
+    operations here make 2D edits; ``apply``/``revert`` take an edit of any shape (the widget
+    records a whole stack's changes this way).
     """
 
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     index: np.ndarray
     old_labels: np.ndarray
     new_labels: np.ndarray
@@ -63,10 +65,9 @@ class Edit:
         return int(self.index.size)
 
     @property
-    def coords(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cols) of the changed pixels, the form napari's ``data_setitem`` takes."""
-        rows, cols = np.unravel_index(self.index, self.shape)
-        return rows, cols
+    def coords(self) -> tuple[np.ndarray, ...]:
+        """One index array per axis ((rows, cols) in 2D), the form napari's ``data_setitem`` takes."""
+        return tuple(np.unravel_index(self.index, self.shape))
 
     def inverse(self) -> Edit:
         """The edit that takes the after state back to the before state."""
@@ -76,6 +77,18 @@ class Edit:
 def initial_provenance(labels: np.ndarray) -> np.ndarray:
     """Provenance for labels a person brings along: every labelled pixel counts as the person's."""
     return np.where(np.asarray(labels) != 0, PERSON, UNLABELLED).astype(np.uint8)
+
+
+def reconcile_provenance(labels: np.ndarray, provenance: np.ndarray) -> np.ndarray:
+    """New provenance that agrees with ``labels`` (any shape): 0 is unlabelled, unclaimed labels are the person's.
+
+    For labels changed in ways no edit recorded (e.g. undoing strokes made before provenance was
+    kept): a labelled pixel not known to be the model's is the person's. Inputs are not changed.
+    """
+    labelled = np.asarray(labels) != 0
+    reconciled = np.where(labelled, provenance, UNLABELLED).astype(np.uint8)
+    reconciled[labelled & (reconciled == UNLABELLED)] = PERSON
+    return reconciled
 
 
 def paint(labels: np.ndarray, provenance: np.ndarray, mask: np.ndarray, value: int) -> Edit:

@@ -1,0 +1,383 @@
+"""Accept, merge or reject a model's proposal into a person's labels: a model proposes, a person decides.
+
+The proposal is the slicewise labels layer the widget last wrote (else the topmost one), read at the
+viewed slice. Nothing reaches the person's layer without an act: Accept, Accept class, Accept object
+(``Shift-A``: the connected object under the mouse cursor) or Merge (unlabelled pixels only); Reject
+removes the proposal layer. Pixels the person painted change only when "overwrite my pixels" is ticked.
+
+Each act is one ``Labels.data_setitem`` call on the person's layer, so napari records it as one step of
+its own history: Ctrl+Z (``layer.undo()``) takes it back, redo re-applies it, and napari's brush, fill
+and eraser work and undo as they always do.
+
+Provenance (who set each pixel: ``UNLABELLED``, ``PERSON`` or ``MODEL``, see ``core.proposals``) lives in
+a hidden, read-only Labels layer "<labels> provenance" (person blue, model orange) beside the person's
+layer: toggle it visible to see it, save it like any layer to export it; the panel's status line counts
+it. It is made at the first act into a layer (labels painted before then count as the person's) and is
+followed by one tracker per layer, which goes on while the dock widget is closed and stops when the layer
+is removed. napari 0.9 tells how to follow it, as found in ``napari/layers/labels/labels.py``:
+
+* ``layer.events.paint`` fires once per history step (a whole brush stroke, a fill, a polygon, one
+  ``data_setitem`` or ``block_history`` group) with the step's history atoms; for a step outside a
+  stroke or ``block_history`` it fires *before* the data is written, so the new labels are read from
+  the atoms, not the layer. ``labels_update`` fires on every partial redraw (each brush dab too) and
+  carries colours, not labels, so it is not used. The step's pixels become the person's (erased ones
+  unlabelled), or the model's while this panel writes.
+* ``undo()``/``redo()`` emit no event of their own (only ``set_data`` from ``refresh()``, and nothing at
+  all while the layer is hidden), so the tracker wraps the layer's ``undo``/``redo`` (instance attributes,
+  removed when it stops) and replays its own record of the step, after checking that napari put back
+  exactly that step's labels; otherwise (steps from before tracking) it reconciles provenance with the labels.
+
+Known limit: napari records only pixels whose label changes, so painting over a model pixel with the
+label it already has leaves it the model's.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info
+
+from slicewise._qt.layers import META_KEY, is_output, spatial_shape
+from slicewise.core import proposals
+from slicewise.core.proposals import MODEL, PERSON, UNLABELLED, Edit
+from slicewise.core.slices import slice_ref_from_point, take_slice
+
+if TYPE_CHECKING:
+    from slicewise._qt.widget import PredictWidget
+
+ACCEPT_OBJECT_KEY = "Shift-A"
+HISTORY_STEPS = 100  # as many undo steps as napari's Labels keeps
+PROVENANCE_COLOURS = {None: "transparent", UNLABELLED: "transparent", PERSON: "royalblue", MODEL: "orange"}
+# one tracker per labels layer, by id: an entry lives while the layer holds its tracker (its wrapped undo)
+_TRACKERS: weakref.WeakValueDictionary[int, ProvenanceTracker] = weakref.WeakValueDictionary()
+
+
+def touched_pixels(atoms: Iterable[Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices (sorted) of the pixels one napari history step changes, their labels before and after it.
+
+    napari 0.9 records ``data_setitem`` as ``(indices, old_values, new_values)`` and paint/fill/polygon as
+    ``_MaskedPaintAtom(slice_key, mask, old_values, new_value)`` (``mask=None``: the whole box). A pixel
+    touched by several atoms of a step keeps the first old and the last new value.
+    """
+    indices, olds, news = [], [], []
+    for atom in atoms:
+        if hasattr(atom, "slice_key"):
+            box = tuple(np.arange(s.start, s.stop) for s in atom.slice_key)
+            mask = np.ones([b.size for b in box], bool) if atom.mask is None else atom.mask
+            coords = tuple(b[c] for b, c in zip(box, np.nonzero(mask), strict=True))
+            old, new = atom.old_values, atom.new_value
+        else:
+            coords, old, new = atom
+        old = np.asarray(old).reshape(-1)
+        indices.append(np.ravel_multi_index(tuple(np.asarray(c) for c in coords), shape))
+        olds.append(old)
+        news.append(np.broadcast_to(np.asarray(new, dtype=old.dtype), old.shape))
+    index = np.concatenate(indices)
+    unique, first = np.unique(index, return_index=True)
+    _, last_from_end = np.unique(index[::-1], return_index=True)
+    return unique, np.concatenate(olds)[first], np.concatenate(news)[index.size - 1 - last_from_end]
+
+
+def _row(*widgets: Any) -> Container:
+    return Container(widgets=widgets, layout="horizontal", labels=False)
+
+
+class ProvenanceTracker:
+    """Keeps a provenance layer in step with one Labels layer's paint, undo and redo (see the module).
+
+    There is one per labels layer (``tracker_of``), kept alive by the layer's wrapped undo, so provenance
+    stays right while the dock widget is closed; ``on_change`` tells the panel that shows it.
+    """
+
+    def __init__(self, labels: Labels, provenance: Labels) -> None:
+        self.labels, self.layer = labels, provenance
+        self.on_change: Callable[[], None] | None = None
+        self._model_writes = False
+        self._done: deque[Edit] = deque(maxlen=HISTORY_STEPS)
+        self._undone: deque[Edit] = deque(maxlen=HISTORY_STEPS)
+        self._napari_undo, self._napari_redo = labels.undo, labels.redo
+        labels.undo, labels.redo = self.undo, self.redo
+        labels.events.paint.connect(self._on_paint)
+        labels.events.data.connect(self._on_data)
+        _TRACKERS[id(labels)] = self
+
+    @property
+    def provenance(self) -> np.ndarray:
+        """The per-pixel provenance, of the labels' shape (the provenance layer's data)."""
+        return self.layer.data
+
+    def detach(self) -> None:
+        """Stop following the labels layer and give it back napari's own undo/redo."""
+        _TRACKERS.pop(id(self.labels), None)
+        self.labels.events.paint.disconnect(self._on_paint)
+        self.labels.events.data.disconnect(self._on_data)
+        del self.labels.undo, self.labels.redo
+
+    @contextmanager
+    def model_writes(self) -> Iterator[None]:
+        """Changes the labels layer records inside this block are the model's."""
+        self._model_writes = True
+        try:
+            yield
+        finally:
+            self._model_writes = False
+
+    def undo(self) -> None:
+        """napari's undo, then the same step taken back in the provenance."""
+        self._napari_undo()
+        self._follow(self._done, self._undone, undoing=True)
+
+    def redo(self) -> None:
+        """napari's redo, then the same step made again in the provenance."""
+        self._napari_redo()
+        self._follow(self._undone, self._done, undoing=False)
+
+    def _on_paint(self, event: Any) -> None:
+        shape = self.provenance.shape
+        index, old_labels, new_labels = touched_pixels(event.value, shape)
+        who = np.full(index.size, MODEL) if self._model_writes else np.where(new_labels != 0, PERSON, UNLABELLED)
+        edit = Edit(shape, index, old_labels, new_labels, np.take(self.provenance, index), who.astype(np.uint8))
+        np.put(self.provenance, index, edit.new_provenance)
+        self._done.append(edit)
+        self._undone.clear()
+        self._changed()
+
+    def _follow(self, source: deque[Edit], target: deque[Edit], *, undoing: bool) -> None:
+        step = (source[-1].inverse() if undoing else source[-1]) if source else None
+        labels_now = None if step is None else self.labels.data[np.unravel_index(step.index, step.shape)]
+        if step is not None and np.array_equal(labels_now, step.new_labels):
+            np.put(self.provenance, step.index, step.new_provenance)
+            target.append(source.pop())
+        else:
+            self.provenance[...] = proposals.reconcile_provenance(self.labels.data, self.provenance)
+        self._changed()
+
+    def _on_data(self) -> None:
+        """The labels layer got new data: provenance starts afresh from it (its labels are the person's)."""
+        self.layer.data = proposals.initial_provenance(self.labels.data)
+        self.layer.editable = False
+        self._done.clear()
+        self._undone.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        self.layer.refresh()
+        if self.on_change is not None:
+            self.on_change()
+
+
+def tracker_of(labels: Labels) -> ProvenanceTracker | None:
+    """The provenance tracker following ``labels``, if any."""
+    return _TRACKERS.get(id(labels))
+
+
+class EditPanel(Container):
+    """Accept, merge or reject the viewed slice's proposal into a person's Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, predictor: PredictWidget) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._predictor = predictor
+        self.proposal: Labels | None = None  # the labels layer the widget last wrote
+        self._last_act = ""
+        self.target = ComboBox(label="into labels", choices=self._person_layers)
+        self.new_button = PushButton(text="New labels layer")
+        self.accept_button = PushButton(text="Accept")
+        self.merge_button = PushButton(text="Merge", tooltip="fill only unlabelled pixels")
+        self.reject_button = PushButton(text="Reject", tooltip="remove the proposal layer")
+        self.accept_class_button = PushButton(text="Accept class")
+        self.accepted_class = SpinBox(value=1, min=1, max=255, tooltip="the proposal's class to accept")
+        self.accept_object_button = PushButton(
+            text=f"Accept object ({ACCEPT_OBJECT_KEY})", tooltip="the proposed object under the mouse cursor"
+        )
+        self.overwrite = CheckBox(text="overwrite my pixels", value=False)
+        self.status = Label(value="", tooltip="the last act; pixels of the chosen labels by who set them")
+        self.status.native.setWordWrap(True)  # a long status must not widen the dock
+        self.extend(
+            [
+                self.target,
+                self.new_button,
+                _row(self.accept_button, self.merge_button, self.reject_button),
+                _row(self.accept_class_button, self.accepted_class),
+                self.accept_object_button,
+                self.overwrite,
+                self.status,
+            ]
+        )
+        self.new_button.changed.connect(self.new_labels)
+        self.accept_button.changed.connect(self.accept)
+        self.merge_button.changed.connect(self.merge)
+        self.reject_button.changed.connect(self.reject)
+        self.accept_class_button.changed.connect(self.accept_class)
+        self.accept_object_button.changed.connect(self.accept_object)
+        self.target.changed.connect(self._show_status)
+        viewer.bind_key(ACCEPT_OBJECT_KEY, lambda _viewer: self.accept_object(), overwrite=True)
+        viewer.layers.events.removed.connect(self._on_removed)
+        self.native.destroyed.connect(self._shutdown)
+
+    def _person_layers(self, _widget: ComboBox) -> list[tuple[str, Labels]]:
+        return [
+            (layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels) and not is_output(layer)
+        ]
+
+    def new_labels(self) -> None:
+        """Add an empty Labels layer with the image's shape, scale and translate, and choose it."""
+        image = self._predictor.image.value
+        if image is None:
+            show_info("Choose an image in the slicewise widget first; new labels take its shape.")
+            return
+        layer = self._viewer.add_labels(
+            np.zeros(spatial_shape(image), np.uint8),
+            name=f"{image.name} labels",
+            scale=image.scale,
+            translate=image.translate,
+        )
+        self.target.reset_choices()
+        self.target.value = layer
+
+    def accept(self) -> None:
+        """Write the whole proposal of the viewed slice over every pixel the person did not paint."""
+        self._act("accepted")
+
+    def accept_class(self) -> None:
+        """Write only the chosen class of the proposal."""
+        self._act(f"accepted class {self.accepted_class.value}", classes=[int(self.accepted_class.value)])
+
+    def accept_object(self) -> None:
+        """Write only the proposed object under the mouse cursor (``Shift-A``)."""
+        self._act("accepted the object", at_cursor=True)
+
+    def merge(self) -> None:
+        """Fill only the unlabelled pixels with the proposal."""
+        self._act("merged", merge=True)
+
+    def reject(self) -> None:
+        """Remove the proposal layer; the person's labels stay exactly as they are."""
+        proposal = self._proposal_layer()
+        if proposal is None:
+            show_info("There is no proposal to reject.")
+            return
+        self._viewer.layers.remove(proposal)
+        self.proposal = None
+        self._last_act = f"rejected {proposal.name}"
+        self._show_status()
+
+    def _proposal_layer(self) -> Labels | None:
+        """The labels layer the widget last wrote if it is still there, else the topmost slicewise one."""
+        layers = self._viewer.layers
+        if self.proposal is not None and self.proposal in layers:
+            return self.proposal
+        return next(
+            (layer for layer in reversed(layers) if layer.metadata.get(META_KEY, {}).get("role") == "labels"), None
+        )
+
+    def _act(
+        self, verb: str, *, classes: list[int] | None = None, at_cursor: bool = False, merge: bool = False
+    ) -> None:
+        """Check the act is possible (else one notification), then write its edit as one napari step."""
+        proposal, person = self._proposal_layer(), self.target.value
+        if proposal is None:
+            show_info("There is no proposal for this slice; press Predict first.")
+            return
+        if person is None:
+            show_info("Choose a labels layer to accept into, or press New labels layer.")
+            return
+        if person.data.shape != proposal.data.shape:
+            show_error(
+                f"'{person.name}' has shape {person.data.shape} but the proposal {proposal.data.shape}; "
+                "choose labels of the image's shape or press New labels layer."
+            )
+            return
+        ref = slice_ref_from_point(proposal.data.shape, proposal.world_to_data(self._viewer.dims.point), rgb=False)
+        planned = take_slice(proposal.data, ref)
+        if not planned.any():
+            show_info(f"The proposal is empty on {ref.describe()}; predict this slice first.")
+            return
+        if classes is not None and not np.isin(planned, classes).any():
+            show_info(f"The proposal has no class {classes[0]} on {ref.describe()}.")
+            return
+        at = self._cursor_pixel(proposal, planned) if at_cursor else None
+        if at_cursor and at is None:
+            return
+        tracker = self._tracker(person)
+        labels, provenance = take_slice(person.data, ref), take_slice(tracker.provenance, ref)
+        overwrite = bool(self.overwrite.value)
+        try:
+            if merge:
+                edit = proposals.merge(labels, provenance, planned, overwrite_person=overwrite)
+            else:
+                edit = proposals.accept(
+                    labels, provenance, planned, classes=classes, component_at=at, overwrite_person=overwrite
+                )
+        except ValueError as error:
+            show_error(str(error))
+            return
+        leading = tuple(np.full(len(edit), i) for i in ref.index)
+        with tracker.model_writes():
+            person.data_setitem((*leading, *edit.coords), edit.new_labels)
+        self._last_act = f"{verb}: {len(edit)} px on {ref.describe()}"
+        self._show_status()
+
+    def _cursor_pixel(self, proposal: Labels, planned: np.ndarray) -> tuple[int, int] | None:
+        """(row, col) of the mouse cursor in the proposal, or None (with a notification) if not on an object."""
+        row, col = (int(round(c)) for c in proposal.world_to_data(self._viewer.cursor.position)[-2:])
+        height, width = planned.shape
+        if not (0 <= row < height and 0 <= col < width):
+            show_info(f"The cursor is outside the proposal; point at an object and press {ACCEPT_OBJECT_KEY}.")
+            return None
+        if planned[row, col] == 0:
+            show_info(f"There is no proposed object under the cursor; point at one and press {ACCEPT_OBJECT_KEY}.")
+            return None
+        return row, col
+
+    def _tracker(self, labels: Labels) -> ProvenanceTracker:
+        """The provenance tracker of a person's layer, made (with a new provenance layer) at the first act into it."""
+        tracker = tracker_of(labels)
+        if tracker is None:
+            layer = Labels(
+                proposals.initial_provenance(labels.data),
+                name=f"{labels.name} provenance",
+                colormap=DirectLabelColormap(color_dict=PROVENANCE_COLOURS),
+                opacity=0.6,
+                visible=False,
+                scale=labels.scale,
+                translate=labels.translate,
+                metadata={META_KEY: {"role": "provenance", "labels": labels.name}},
+            )
+            layer.editable = False
+            tracker = ProvenanceTracker(labels, layer)
+        if tracker.layer not in self._viewer.layers:
+            self._viewer.add_layer(tracker.layer)
+        tracker.on_change = self._show_status
+        return tracker
+
+    def _show_status(self) -> None:
+        """The last act and the chosen layer's pixel counts by provenance."""
+        parts = [self._last_act] if self._last_act else []
+        tracker = tracker_of(self.target.value)
+        if tracker is not None:
+            counts = proposals.provenance_counts(tracker.provenance)
+            parts += [f"person {counts['person']} px", f"model {counts['model']} px"]
+        self.status.value = " · ".join(parts)
+
+    def _on_removed(self, event: Any) -> None:
+        tracker = tracker_of(event.value)
+        if tracker is not None:
+            tracker.detach()
+
+    def _shutdown(self) -> None:
+        """The panel is gone: trackers go on following their layers, without telling it; the key is freed."""
+        for tracker in list(_TRACKERS.values()):
+            if tracker.on_change == self._show_status:
+                tracker.on_change = None
+        self._viewer.layers.events.removed.disconnect(self._on_removed)
+        self._viewer.bind_key(ACCEPT_OBJECT_KEY, None, overwrite=True)
