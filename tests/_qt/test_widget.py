@@ -156,6 +156,17 @@ def test_rgb_image_into_a_grayscale_checkpoint_is_one_notification(
     assert len(viewer.layers) == 1
 
 
+def test_an_opened_checkpoint_stays_chosen_when_layers_change(make_napari_viewer, tiny_checkpoint, kvasir_test):
+    """napari resets every dock widget's choices when a layer is added: the checkpoint must survive it."""
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, viewer.add_image(kvasir_test[0][1][..., 0], name="gray"))
+    widget.checkpoint.value = tiny_checkpoint
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="a person's labels")
+    widget.reset_choices()
+    assert widget.model.value == str(tiny_checkpoint)
+    assert widget.model.native.currentText() == str(tiny_checkpoint)
+
+
 def test_demo_opens_the_sample_stack_and_shows_a_prediction(make_napari_viewer, qtbot):
     viewer, widget = open_demo(slicewise.DEFAULT_MODEL, viewer=make_napari_viewer())
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)

@@ -59,10 +59,15 @@ def test_protocol_trains_evaluates_across_datasets_and_reports(mini_data: Path, 
     plots = sorted(p.name for p in (tmp_path / "study" / "plots").iterdir())
     assert "dice_bars.png" in plots and "dice_per_image.png" in plots and len(plots) == 2 + 5
 
-    # a second call reuses every finished run and only re-evaluates
+    # a second call reuses every finished run and its evaluations
+    cache = tmp_path / "study" / "runs" / "tiny_unet__kvasir_seg" / "evaluations.json"
+    cached_at = cache.stat().st_mtime_ns
     capsys.readouterr()
     assert main(["protocol", str(protocol_file), "--out", str(tmp_path / "study")]) == 0
     assert "training" not in capsys.readouterr().out
+    assert cache.stat().st_mtime_ns == cached_at
+    again = json.loads((tmp_path / "study" / "metrics.json").read_text())
+    assert again["runs"][0]["evaluations"] == metrics["runs"][0]["evaluations"]
 
 
 def test_protocol_errors_are_one_sentence(mini_data: Path, tmp_path: Path, capsys) -> None:

@@ -43,7 +43,11 @@ class PredictWidget(Container):
         self._viewer = viewer
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         names = list(bundled_models())
-        self.model = ComboBox(label="model", choices=names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None)
+        self._opened_checkpoints: list[str] = []
+        # a callable, so napari's reset_choices on layer changes keeps the opened checkpoints
+        self.model = ComboBox(
+            label="model", choices=self._model_choices, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None
+        )
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", mode="r")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.device_info = Label(label="runs on", value="")
@@ -111,9 +115,14 @@ class PredictWidget(Container):
         if not Path(path).is_file():
             return
         key = str(path)
-        if key not in self.model.choices:
-            self.model.set_choice(key, key)
+        if key not in self._opened_checkpoints:
+            self._opened_checkpoints.append(key)
+            self.model.reset_choices()
         self.model.value = key
+
+    def _model_choices(self, _: ComboBox) -> list[str]:
+        """The bundled models, then every checkpoint opened in this widget."""
+        return [*bundled_models(), *self._opened_checkpoints]
 
     def _on_slice_change(self) -> None:
         if self.follow.value:

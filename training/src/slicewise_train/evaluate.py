@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,14 @@ class Evaluation:
 
     def per_image(self, metric: str = "dice") -> dict[str, float]:
         return {stem: scores[metric] for stem, scores in self.scores.per_image.items()}
+
+    def record(self) -> dict[str, Any]:
+        """Every figure unrounded, as JSON values (``from_record`` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Evaluation:
+        return cls(**{**record, "scores": SplitScores(**record["scores"])})
 
     def as_dict(self, *, with_images: bool = False) -> dict[str, Any]:
         """Headline figures first: overlap pooled over the split, HD95 and NSD as per-image means."""

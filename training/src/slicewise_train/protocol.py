@@ -25,7 +25,7 @@ from typing import Any
 import slicewise
 from slicewise.errors import SlicewiseError
 from slicewise_train.config import TrainConfig, read_json
-from slicewise_train.evaluate import evaluate
+from slicewise_train.evaluate import Evaluation, evaluate
 from slicewise_train.loop import LAST, fit, is_main_process, run_finished
 from slicewise_train.report import RunResult, write_report
 
@@ -113,11 +113,27 @@ def fit_all(protocol: Protocol, out: Path) -> list[Path]:
 
 
 def evaluate_run(checkpoint: Path, data_root: Path, evaluation_sets: list[Path], model: str) -> RunResult:
-    """Evaluate one trained checkpoint on the test split of each dataset (its own first)."""
-    loaded = slicewise.load_model(checkpoint)
+    """Evaluate one trained checkpoint on the test split of each dataset (its own first).
+
+    The evaluations are kept in ``evaluations.json`` beside the checkpoint, keyed by the
+    checkpoint's size and modification time, so a protocol run again only evaluates what changed.
+    """
     history = checkpoint.parent / "history.json"
     training = json.loads(history.read_text()) if history.exists() else {}
-    evaluations = [evaluate(loaded, dataset, "test") for dataset in evaluation_sets]
+    cache_file = checkpoint.parent / "evaluations.json"
+    stamp = f"{checkpoint.stat().st_size}:{checkpoint.stat().st_mtime_ns}"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    cached = cache.get("evaluations", {}) if cache.get("checkpoint") == stamp else {}
+    loaded = None
+    evaluations = []
+    for dataset in evaluation_sets:
+        if dataset.name in cached:
+            evaluations.append(Evaluation.from_record(cached[dataset.name]))
+            continue
+        loaded = loaded or slicewise.load_model(checkpoint)
+        evaluations.append(evaluate(loaded, dataset, "test"))
+        cached[dataset.name] = evaluations[-1].record()
+        cache_file.write_text(json.dumps({"checkpoint": stamp, "evaluations": cached}))
     return RunResult(
         model=model, data_root=data_root, checkpoint=checkpoint, evaluations=evaluations, training=training
     )
@@ -150,7 +166,7 @@ def fit_and_report(config: TrainConfig, out: str | Path, *, resume: bool = False
         out,
         results,
         title=f"{config.name or config.arch} on {', '.join(r.name for r in roots)}",
-        settings=[{"name": config.name or config.arch, **_changed_settings(config)}],
+        settings=[_changed_settings(config)],
     )
     return out / "model.safetensors"
 
@@ -181,7 +197,8 @@ def _changed_settings(config: TrainConfig) -> dict[str, Any]:
     """The fields of ``config`` that differ from TrainConfig's defaults (the protocol's), as JSON values."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     values = json.loads(config.to_json())
-    return {k: v for k, v in values.items() if k != "data" and v != _json_default(defaults.get(k))}
+    changed = {k: v for k, v in values.items() if k != "data" and v != _json_default(defaults.get(k))}
+    return {"name": config.name or config.arch, "arch": config.arch, **changed}
 
 
 def _json_default(value: Any) -> Any:

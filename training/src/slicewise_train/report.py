@@ -152,7 +152,11 @@ def _settings_table(settings: list[dict[str, Any]]) -> list[str]:
     keys = sorted({k for row in settings for k in row if k not in ("name", "arch")})
     head = ["model", "arch", *keys]
     rows = [
-        [str(row.get("name", "")), str(row.get("arch", "")), *(json.dumps(row.get(k, "")) for k in keys)]
+        [
+            str(row.get("name", "")),
+            str(row.get("arch", "")),
+            *(json.dumps(row[k]) if k in row else "default" for k in keys),
+        ]
         for row in settings
     ]
     return _table(head, rows)
