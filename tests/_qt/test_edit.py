@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from app_model.types import KeyBinding
-from napari.utils.notifications import notification_manager
 
 import slicewise
 from slicewise._qt.edit import tracker_of
@@ -17,15 +15,6 @@ from slicewise.core.types import SliceRef
 
 TIMEOUT_MS = 60_000
 SCALE = (2.0, 3.0)
-
-
-@pytest.fixture
-def notifications():
-    messages: list[str] = []
-    callback = lambda notification: messages.append(notification.message)  # noqa: E731
-    notification_manager.notification_ready.connect(callback)
-    yield messages
-    notification_manager.notification_ready.disconnect(callback)
 
 
 def two_objects() -> np.ndarray:

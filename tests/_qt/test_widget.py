@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import tifffile
 from app_model.types import KeyBinding
-from napari.utils.notifications import notification_manager
 
 import slicewise
 from slicewise._qt import jobs
@@ -21,15 +19,6 @@ TIMEOUT_MS = 60_000
 
 def outputs(viewer, role="labels"):
     return [layer for layer in viewer.layers if layer.metadata.get(META_KEY, {}).get("role") == role]
-
-
-@pytest.fixture
-def notifications():
-    messages: list[str] = []
-    callback = lambda notification: messages.append(notification.message)  # noqa: E731
-    notification_manager.notification_ready.connect(callback)
-    yield messages
-    notification_manager.notification_ready.disconnect(callback)
 
 
 def make_widget(viewer, image_layer) -> PredictWidget:

@@ -256,11 +256,7 @@ def _bar_plot(out: Path, results: Sequence[RunResult]) -> Path:
     axis.set_ylim(0, 1)
     axis.legend(fontsize=8, loc="lower right")
     axis.set_title("Test Dice per model (trained on → tested on)")
-    figure.tight_layout()
-    path = out / "plots" / "dice_bars.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, out / "plots" / "dice_bars.png", dpi=110)
 
 
 def _distribution_plot(out: Path, results: Sequence[RunResult]) -> Path:
@@ -275,11 +271,7 @@ def _distribution_plot(out: Path, results: Sequence[RunResult]) -> Path:
         axis.set_title(dataset)
         axis.set_ylim(0, 1)
         axis.set_ylabel("per-image Dice")
-    figure.tight_layout()
-    path = out / "plots" / "dice_per_image.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, out / "plots" / "dice_per_image.png", dpi=110)
 
 
 def _worst_cases(out: Path, result: RunResult) -> Path | None:
@@ -306,8 +298,11 @@ def _worst_cases(out: Path, result: RunResult) -> Path | None:
         for axis in axes[:, column]:
             axis.axis("off")
     figure.suptitle(f"{result.model} on {evaluation.dataset}: worst test images", fontsize=10)
+    return _save(figure, out / "plots" / f"worst_{result.model}__{result.trained_on}.png", dpi=100)
+
+
+def _save(figure: plt.Figure, path: Path, *, dpi: int) -> Path:
     figure.tight_layout()
-    path = out / "plots" / f"worst_{result.model}__{result.trained_on}.png"
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
