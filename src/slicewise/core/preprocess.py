@@ -109,8 +109,15 @@ def resize_long_side(array: np.ndarray, size: int | None, *, labels: bool = Fals
     return resized[0].numpy()
 
 
-def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Check, match channels, normalise, resize to ``spec.size`` and pad one slice → float32 (C, H', W')."""
+def to_network_frame(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Check, match channels, normalise and resize one slice to ``spec.size`` → float32 (C, H', W'), unpadded.
+
+    The one preparation shared by prediction (``prepare``) and training (``slicewise_train``).
+    """
     check_slice(image)
-    chw = normalize(match_channels(image, spec.channels), spec)
-    return pad_to_divisor(resize_long_side(chw, spec.size), spec.divisor)
+    return resize_long_side(normalize(match_channels(image, spec.channels), spec), spec.size)
+
+
+def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``to_network_frame``, then padded to the divisor → float32 (C, H', W')."""
+    return pad_to_divisor(to_network_frame(image, spec), spec.divisor)

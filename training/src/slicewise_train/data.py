@@ -86,12 +86,20 @@ def load_training_split(config: TrainConfig) -> tuple[list[Sample], list[Sample]
     return train, val
 
 
-def class_names(root: str | Path, num_classes: int) -> tuple[str, ...]:
-    """Class names from the shared ``manifest.json`` beside the dataset, else ``class_k``."""
+def manifest_entry(root: str | Path) -> dict:
+    """The dataset's entry in the shared ``manifest.json`` beside it (task, classes, …), or ``{}``."""
     root = Path(root)
     manifest = root.parent / "manifest.json"
     if manifest.exists():
         for entry in json.loads(manifest.read_text()).get("datasets_2d", []):
-            if entry.get("id") == root.name and len(entry.get("classes", {})) == num_classes:
-                return tuple(entry["classes"][str(k)] for k in range(num_classes))
+            if entry.get("id") == root.name:
+                return entry
+    return {}
+
+
+def class_names(root: str | Path, num_classes: int) -> tuple[str, ...]:
+    """Class names from the shared ``manifest.json`` beside the dataset, else ``class_k``."""
+    classes = manifest_entry(root).get("classes", {})
+    if len(classes) == num_classes:
+        return tuple(classes[str(k)] for k in range(num_classes))
     return ("background",) + tuple(f"class_{k}" for k in range(1, num_classes))

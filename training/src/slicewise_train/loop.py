@@ -1,6 +1,6 @@
 """The training loop: AdamW, REX (or cosine), CE (or Dice+CE), MONAI augmentation, early stopping.
 
-Images are prepared with slicewise's own ``match_channels``/``normalize``/``resize_long_side``
+Images are prepared with slicewise's own ``to_network_frame``
 so the exported checkpoint sees the same pixels in the widget as in training. Every epoch
 reseeds from (seed, epoch) and ends with an atomic ``last.safetensors``; ``resume`` continues
 from it to the same weights an uninterrupted run reaches. Under ``torchrun`` the model is
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 import slicewise
 from slicewise.core.metrics import overlap_counts
-from slicewise.core.preprocess import match_channels, normalize, resize_long_side
+from slicewise.core.preprocess import resize_long_side, to_network_frame
 from slicewise.errors import SlicewiseError
 from slicewise.models.adapters.base import resize_logits
 from slicewise.models.checkpoint import save_checkpoint
@@ -103,14 +103,11 @@ class SliceDataset(Dataset):
     """Prepared (C, S, S) images and (1, S, S) masks, augmented on the fly."""
 
     def __init__(self, samples: list[Sample], spec: ModelSpec, side: int, augmentation: str = "none") -> None:
-        size = spec.input.size
         self.items = []
         for sample in samples:
-            image = normalize(match_channels(sample.image, spec.input.channels), spec.input)
-            label = resize_long_side(sample.mask[np.newaxis], size, labels=True).astype(np.float32)
-            self.items.append(
-                {"image": _pad_square(resize_long_side(image, size), side), "label": _pad_square(label, side)}
-            )
+            image = to_network_frame(sample.image, spec.input)
+            label = resize_long_side(sample.mask[np.newaxis], spec.input.size, labels=True).astype(np.float32)
+            self.items.append({"image": _pad_square(image, side), "label": _pad_square(label, side)})
         self.transform = augmentation_pipeline(augmentation)
 
     def __len__(self) -> int:

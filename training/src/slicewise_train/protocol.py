@@ -25,6 +25,7 @@ from typing import Any
 import slicewise
 from slicewise.errors import SlicewiseError
 from slicewise_train.config import TrainConfig, read_json
+from slicewise_train.data import manifest_entry
 from slicewise_train.evaluate import Evaluation, evaluate
 from slicewise_train.loop import LAST, fit, is_main_process, run_finished
 from slicewise_train.report import RunResult, write_report
@@ -51,12 +52,7 @@ class Protocol:
 
     def task_of(self, dataset: Path) -> str:
         """The dataset's task from the shared ``manifest.json``; unknown datasets are their own task."""
-        manifest = dataset.parent / "manifest.json"
-        if manifest.exists():
-            for entry in json.loads(manifest.read_text()).get("datasets_2d", []):
-                if entry.get("id") == dataset.name:
-                    return str(entry.get("task", dataset.name))
-        return dataset.name
+        return str(manifest_entry(dataset).get("task", dataset.name))
 
     def evaluation_sets(self, trained_on: Path) -> list[Path]:
         """The dataset a run trained on first, then every other dataset of the same task."""
@@ -160,7 +156,7 @@ def fit_and_report(config: TrainConfig, out: str | Path, *, resume: bool = False
     if not results:
         return out / "model.safetensors"
     if config.folds:
-        best = max(results, key=lambda r: json.loads((r.checkpoint.parent / "history.json").read_text())["val_dice"])
+        best = max(results, key=lambda r: r.training["val_dice"])
         shutil.copyfile(best.checkpoint, out / "model.safetensors")
     write_report(
         out,

@@ -12,6 +12,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,21 @@ class RunResult:
     def trained_on(self) -> str:
         return self.data_root.name
 
+    @cached_property
+    def kind(self) -> str:
+        """"SMA" or "GP-VM", from the checkpoint's architecture."""
+        return get_adapter(read_header(self.checkpoint).spec.arch).kind
+
     @property
     def in_domain(self) -> Evaluation:
         return self.evaluations[0]
 
     def summary(self) -> dict[str, Any]:
         header = read_header(self.checkpoint)
-        adapter = get_adapter(header.spec.arch)
         return {
             "model": self.model,
             "arch": header.spec.arch,
-            "kind": adapter.kind,
+            "kind": self.kind,
             "trained_on": self.trained_on,
             "checkpoint": str(self.checkpoint),
             "pretrained": header.provenance.get("config", {}).get("pretrained"),
@@ -179,13 +184,12 @@ def _results_table(results: Sequence[RunResult]) -> list[str]:
     ]
     rows = []
     for result in results:
-        kind = get_adapter(read_header(result.checkpoint).spec.arch).kind
         for e in result.evaluations:
             d = e.as_dict()
             rows.append(
                 [
                     result.model,
-                    kind,
+                    result.kind,
                     result.trained_on,
                     e.dataset,
                     f"{d['dice']:.3f}",

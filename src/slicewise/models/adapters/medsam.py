@@ -113,15 +113,17 @@ class MedSAMEncoderAdapter(Adapter):
         model = super().build(spec)
         if pretrained is not None:
             path = bundled_weights_path() if pretrained == "cache" else pretrained
-            model.encoder.load_state_dict(_encoder_state(read_weights(path), path))
+            model.encoder.load_state_dict(_encoder_state(read_weights(path), model.encoder.state_dict(), path))
         return model
 
 
-def _encoder_state(state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The encoder's tensors from a full LiteMedSAM checkpoint, or an encoder-only state dict."""
+def _encoder_state(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | os.PathLike
+) -> dict[str, torch.Tensor]:
+    """The encoder's tensors from a full LiteMedSAM checkpoint, or an encoder-only state dict,
+    checked against ``expected`` (the built encoder's state dict)."""
     if any(key.startswith(_ENCODER_PREFIX) for key in state):
         state = {k[len(_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
-    expected = _tiny_vit().state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise PretrainedWeightsError(
             f"The weights in {os.fspath(path)} are not a LiteMedSAM TinyViT image encoder; pass lite_medsam.pth "
