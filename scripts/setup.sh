@@ -29,6 +29,8 @@ PYTHON=${PYTHON:-python3}
 PIP=".venv/bin/pip --disable-pip-version-check -q"
 # torch first and pinned in every command: a looser pin pulls a multi-GB CUDA build.
 $PIP install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-$PIP install -c requirements/constraints.txt "torch==2.13.0" -e ".[napari,gpvm,test]" -e training 2>&1 \
+$PIP install -c requirements/constraints.txt "torch==2.13.0" -e ".[napari,gpvm,formats,test]" -e training 2>&1 \
   | grep -v "^WARNING: Location" || true
+# nnU-Net v2 networks; --no-deps: its timm<1.0.23 pin conflicts with ours and the U-Nets never import timm
+$PIP install --no-deps -c requirements/constraints.txt dynamic-network-architectures 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import slicewise, slicewise_train, napari, torch; print('setup: slicewise', slicewise.__version__, '| torch', torch.__version__, '| napari', napari.__version__)"

@@ -1,4 +1,4 @@
-"""The ``slicewise`` command line: predict, inspect, models, demo.
+"""The ``slicewise`` command line: predict, inspect, convert, models, demo.
 
 Every failure a person can cause ends in one line on stderr and exit status 2; the commands
 call the same ``load_model``/``predict`` as the widget.
@@ -18,9 +18,11 @@ import numpy as np
 import tifffile
 
 from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS
-from slicewise.errors import ImageError, SlicewiseError
+from slicewise.errors import CheckpointError, ImageError, SlicewiseError
+from slicewise.models.spec import NORMALIZATIONS
 
 if TYPE_CHECKING:
+    from slicewise.models.importers import ImportOptions
     from slicewise.models.loaded import Ensemble, LoadedModel
 
 
@@ -89,13 +91,72 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_options(args: argparse.Namespace) -> ImportOptions:
+    from slicewise.models.importers import ImportOptions
+
+    classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
+    return ImportOptions(
+        classes=classes,
+        channels=args.channels,
+        normalization=args.normalization,
+        allow_torchscript=getattr(args, "allow_torchscript", False),
+    )
+
+
+def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
+    """Describe a foreign model: its format and class, and the spec slicewise reads from it."""
+    from slicewise.models.importers import import_model
+
+    imported = import_model(path, _import_options(args))
+    spec = imported.spec
+    info = {
+        "file": str(path),
+        "format": imported.format,
+        "name": spec.name,
+        "architecture": spec.arch,
+        "classes": list(spec.output.class_names),
+        "activation": spec.output.activation,
+        "input": {
+            "channels": spec.input.channels,
+            "normalization": spec.input.normalization,
+            "divisor": spec.input.divisor,
+            "size": spec.input.size,
+        },
+        "init_kwargs": spec.init_kwargs,
+        "details": imported.details,
+        "assumed": list(imported.assumed),
+        "convertible": imported.state_dict is not None,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{spec.name}  ({path})")
+    print(f"  format        {imported.format} ({', '.join(f'{k} {v}' for k, v in imported.details.items())})")
+    print(f"  architecture  {spec.arch} {json.dumps(spec.init_kwargs)}")
+    print(f"  classes       {', '.join(info['classes'])} ({spec.output.activation})")
+    print(
+        f"  input         {spec.input.channels} channel(s), {spec.input.normalization} normalisation, "
+        f"padded to a multiple of {spec.input.divisor}"
+    )
+    if imported.assumed:
+        print(f"  assumed       {', '.join(imported.assumed)}: not in the file; pass --{' --'.join(imported.assumed)}")
+    print(f"  convert       {'yes' if info['convertible'] else 'no (a runnable file, not weights)'}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
+    from slicewise.models.importers import detect_format
     from slicewise.models.loaded import checkpoint_path
     from slicewise.models.registry import get_adapter
 
     path = checkpoint_path(args.model)
-    header = read_header(path)
+    try:
+        header = read_header(path)
+    except CheckpointError:
+        if detect_format(path) is None:
+            raise
+        return _inspect_foreign(path, args)
     adapter = get_adapter(header.spec.arch)
     info = {
         "file": str(path),
@@ -129,6 +190,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for key, value in header.provenance.items():
         print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from slicewise.models.importers import convert
+
+    print(convert(args.model, args.out, _import_options(args)))
+    return 0
+
+
+def _add_import_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", help="class names, background first, comma-separated (when the file has none)")
+    p.add_argument("--channels", type=int, help="input channels (when the file does not fix them)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, help="input normalisation (overrides the file's)")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -223,10 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(run=_cmd_rank)
 
-    p = sub.add_parser("inspect", help="describe a checkpoint: family, classes, input spec, provenance")
-    p.add_argument("model", help="bundled model name or .safetensors file")
+    p = sub.add_parser("inspect", help="describe a checkpoint or a foreign model: family, classes, input spec")
+    p.add_argument("model", help="bundled model name, .safetensors file, or a foreign model file or folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_import_options(p)
+    p.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="read TorchScript files, which run code stored in the file: only for files you trust",
+    )
     p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser(
+        "convert", help="write a foreign model (HF, smp, MONAI bundle, nnU-Net) as a slicewise checkpoint"
+    )
+    p.add_argument("model", help="a foreign model file or folder (docs/importers.md)")
+    p.add_argument("-o", "--out", required=True, help="the .safetensors checkpoint to write")
+    _add_import_options(p)
+    p.set_defaults(run=_cmd_convert)
 
     p = sub.add_parser("models", help="list the bundled models (or the architectures)")
     p.add_argument("--architectures", action="store_true", help="list the registry's architectures instead")

@@ -165,7 +165,18 @@ def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:
-    """Load a bundled model by name, or a slicewise ``.safetensors`` checkpoint by path."""
+    """Load a bundled model by name, a slicewise ``.safetensors`` checkpoint, or a foreign model.
+
+    Foreign files and folders (Hugging Face, smp, MONAI bundle, nnU-Net v2, ONNX) are read by
+    ``slicewise.models.importers`` when the path is not a slicewise checkpoint.
+    """
     path = checkpoint_path(name_or_path)
-    header, state_dict = load_checkpoint(path)
+    try:
+        header, state_dict = load_checkpoint(path)
+    except CheckpointError:
+        from slicewise.models.importers import detect_format, load_foreign
+
+        if detect_format(path) is None:
+            raise
+        return load_foreign(path, device=device)
     return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)

@@ -28,6 +28,8 @@ ARCHITECTURES: dict[str, str] = {
     "upernet_swin": "slicewise.models.adapters.transformers:UperNetSwinAdapter",
     "dinov2": "slicewise.models.adapters.transformers:Dinov2Adapter",
     "timm_unet": "slicewise.models.adapters.timm:TimmUNetAdapter",
+    "smp": "slicewise.models.adapters.smp:SMPAdapter",
+    "nnunet": "slicewise.models.adapters.nnunet:NnUNetAdapter",
     "medsam_tinyvit": "slicewise.models.adapters.medsam:MedSAMEncoderAdapter",
 }
 

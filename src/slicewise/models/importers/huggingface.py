@@ -1,0 +1,151 @@
+"""Hugging Face transformers folders: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``.
+
+SegFormer maps onto the ``segformer`` architecture and UperNet on a ConvNeXt or Swin backbone
+onto ``upernet_convnext``/``upernet_swin``: the init kwargs are the config's model-specific
+fields. Class names come from ``id2label`` (unless they are transformers' ``LABEL_n``
+placeholders), input channels from ``num_channels``. The config is read by transformers'
+``AutoConfig`` (plain JSON; a config that needs remote code is refused by transformers itself).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slicewise._compat import ensure_torchvision_ops
+from slicewise.errors import CheckpointError
+from slicewise.models.importers import Imported, ImportOptions, read_tensors, registry_spec
+from slicewise.models.spec import ModelSpec
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SUPPORTED = "SegFormer and UperNet (ConvNeXt or Swin backbone)"
+_UPERNET_BACKBONES = {"convnext": "upernet_convnext", "swin": "upernet_swin"}
+_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+# fields every transformers config has, or that the spec holds itself
+_NOT_INIT = {"num_labels", "num_channels", "id2label", "label2id", "backbone_config", "out_features", "out_indices"}
+_NOT_INIT |= {"stage_names", "transformers_version", "architectures", "model_type", "dtype", "torch_dtype"}
+
+
+def _config_json(path: Path) -> dict[str, Any] | None:
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file()):
+        return None
+    try:
+        return json.loads(config.read_text())
+    except ValueError:
+        return None
+
+
+def detect(path: Path) -> bool:
+    config = _config_json(path)
+    return config is not None and "model_type" in config and any((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def _init_kwargs(config: Any, arch: str) -> dict[str, Any]:
+    """The fields of ``config`` that shape the network: the adapter's own keys and every non-default one."""
+    from transformers import PretrainedConfig
+
+    from slicewise.models.registry import get_adapter
+
+    adapter_keys = set(get_adapter(arch).default_kwargs)
+    defaults = type(config)().to_dict()
+    generic = set(PretrainedConfig().to_dict()) | _NOT_INIT
+    return {
+        key: value
+        for key, value in config.to_dict().items()
+        if key in adapter_keys or (key in defaults and key not in generic and value != defaults[key])
+    }
+
+
+def _class_names(config: Any) -> tuple[str, ...] | None:
+    labels = {int(key): str(value) for key, value in (config.id2label or {}).items()}
+    names = tuple(labels[index] for index in sorted(labels))
+    return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
+
+
+def _preprocessing(path: Path) -> str | None:
+    """What ``preprocessor_config.json`` asks for, in words (slicewise's input spec has no mean/std scheme)."""
+    file = path / "preprocessor_config.json"
+    if not file.is_file():
+        return None
+    processor = json.loads(file.read_text())
+    steps = []
+    if processor.get("do_rescale", True):
+        steps.append(f"rescale by {processor.get('rescale_factor', 1 / 255):.6g}")
+    if processor.get("do_normalize", True) and "image_mean" in processor:
+        steps.append(f"mean {processor['image_mean']} std {processor.get('image_std')}")
+    return ", ".join(steps) or "none"
+
+
+def _state_dict(spec: ModelSpec, tensors: dict[str, torch.Tensor], weights: Path) -> dict[str, torch.Tensor]:
+    """The weights as the spec's network names them, loaded by transformers' own ``from_pretrained``.
+
+    transformers renames keys between a saved file and the module (older checkpoints, and the
+    conversions of transformers 5); tensors the network lacks (UperNet's training-only
+    auxiliary head) are left out, and a tensor the file lacks is an error.
+    """
+    from slicewise.models.registry import build_model
+
+    network = build_model(spec)
+    loaded, info = type(network).from_pretrained(
+        None, config=network.config, state_dict=tensors, output_loading_info=True, local_files_only=True
+    )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise CheckpointError(
+            f"{weights.name} lacks {len(missing)} tensors of the network its config.json describes (first: "
+            f"{missing[0]!r}); the folder's weights and config do not belong together."
+        )
+    return loaded.state_dict()
+
+
+def read(path: Path, options: ImportOptions) -> Imported:
+    ensure_torchvision_ops()
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, KeyError, OSError) as error:
+        raise CheckpointError(
+            f"transformers cannot read {path / 'config.json'} ({str(error).splitlines()[0]}); slicewise imports "
+            f"{SUPPORTED} folders."
+        ) from error
+    if config.model_type == "segformer":
+        arch, init_kwargs, channels = "segformer", _init_kwargs(config, "segformer"), config.num_channels
+    elif config.model_type == "upernet" and config.backbone_config.model_type in _UPERNET_BACKBONES:
+        backbone = config.backbone_config
+        if list(backbone.out_features) != _STAGES:
+            raise CheckpointError(
+                f"The UperNet in {path.name} reads the backbone stages {backbone.out_features}; slicewise's "
+                f"UperNet reads all four ({', '.join(_STAGES)}), so this model cannot be imported."
+            )
+        arch = _UPERNET_BACKBONES[backbone.model_type]
+        init_kwargs = {**_init_kwargs(backbone, arch), "decoder_hidden_size": config.hidden_size}
+        channels = backbone.num_channels
+    else:
+        kind = config.model_type + (
+            f" on {config.backbone_config.model_type}" if config.model_type == "upernet" else ""
+        )
+        raise CheckpointError(
+            f"{path.name} holds a transformers {kind} model; slicewise imports {SUPPORTED} folders, "
+            "so export this one to ONNX and load the .onnx file."
+        )
+    weights = next(path / f for f in WEIGHT_FILES if (path / f).is_file())
+    preprocessing = _preprocessing(path)
+    spec, assumed = registry_spec(
+        arch,
+        init_kwargs,
+        name=path.name,
+        outputs=config.num_labels,
+        options=options,
+        classes=_class_names(config),
+        channels=channels,
+    )
+    state = _state_dict(spec, read_tensors(weights), weights)
+    details = {"architecture": (config.architectures or [type(config).__name__])[0], "weights": weights.name}
+    if preprocessing:
+        details["preprocessing"] = preprocessing
+    return Imported("huggingface", path, spec, state_dict=state, details=details, assumed=assumed)
