@@ -180,6 +180,29 @@ def tracker_of(labels: Labels) -> ProvenanceTracker | None:
     return _TRACKERS.get(id(labels))
 
 
+def track_provenance(labels: Labels, provenance: np.ndarray | None = None) -> ProvenanceTracker:
+    """The tracker following ``labels``, made with a hidden provenance layer if there is none.
+
+    A new provenance layer holds ``provenance`` (restored autosaves bring theirs), else counts every
+    labelled pixel as the person's; it is not added to a viewer here.
+    """
+    tracker = tracker_of(labels)
+    if tracker is None:
+        layer = Labels(
+            proposals.initial_provenance(labels.data) if provenance is None else provenance,
+            name=f"{labels.name} provenance",
+            colormap=DirectLabelColormap(color_dict=PROVENANCE_COLOURS),
+            opacity=0.6,
+            visible=False,
+            scale=labels.scale,
+            translate=labels.translate,
+            metadata={META_KEY: {"role": "provenance", "labels": labels.name}},
+        )
+        layer.editable = False
+        tracker = ProvenanceTracker(labels, layer)
+    return tracker
+
+
 class EditPanel(Container):
     """Accept, merge or reject the viewed slice's proposal into a person's Labels layer."""
 
@@ -341,20 +364,7 @@ class EditPanel(Container):
 
     def _tracker(self, labels: Labels) -> ProvenanceTracker:
         """The provenance tracker of a person's layer, made (with a new provenance layer) at the first act into it."""
-        tracker = tracker_of(labels)
-        if tracker is None:
-            layer = Labels(
-                proposals.initial_provenance(labels.data),
-                name=f"{labels.name} provenance",
-                colormap=DirectLabelColormap(color_dict=PROVENANCE_COLOURS),
-                opacity=0.6,
-                visible=False,
-                scale=labels.scale,
-                translate=labels.translate,
-                metadata={META_KEY: {"role": "provenance", "labels": labels.name}},
-            )
-            layer.editable = False
-            tracker = ProvenanceTracker(labels, layer)
+        tracker = track_provenance(labels)
         if tracker.layer not in self._viewer.layers:
             self._viewer.add_layer(tracker.layer)
         tracker.on_change = self._show_status

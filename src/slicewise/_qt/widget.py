@@ -24,6 +24,7 @@ from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
+from slicewise._qt.autosave import Autosaver, RestorePanel
 from slicewise._qt.edit import EditPanel
 from slicewise._qt.jobs import Failure, ModelCache, Request, advance, predict_job
 from slicewise._qt.layers import show_prediction
@@ -82,6 +83,9 @@ class PredictWidget(Container):
         self.append(self.review)
         self.edit = EditPanel(viewer, self)
         self.append(self.edit)
+        self.autosaver = Autosaver(viewer, source=lambda: self.image.value)
+        self.restore = RestorePanel(viewer, self.autosaver, self.edit.target)
+        self.insert(0, self.restore)
         self._worker: GeneratorWorker | None = None
         self._pending: Request | None = None
         self._closed = False
@@ -103,6 +107,7 @@ class PredictWidget(Container):
         self._viewer.dims.events.current_step.disconnect(self._on_slice_change)
         if self._worker is not None:
             self._worker.quit()
+        self.autosaver.close()
 
     def _show_device(self, choice: str) -> None:
         try:
