@@ -1,16 +1,20 @@
-"""napari reader: NIfTI, NRRD, DICOM files and DICOM series folders as image or labels layers.
+"""napari readers: medical files with their geometry, and big TIFF stacks and zarr arrays lazily.
 
-A thin wrapper over :func:`slicewise.io.medical.read_volume`: the voxel spacing becomes the
+The medical reader wraps :func:`slicewise.io.medical.read_volume`: the voxel spacing becomes the
 layer's ``scale`` and the origin its ``translate`` (both in napari's (z, y, x) order); the full
 geometry goes into ``layer.metadata[METADATA_KEY]`` so the writers can put labels back in place.
+The stack reader wraps :func:`slicewise.io.lazy.open_image`: napari gets a lazy array and reads
+only the planes it shows.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from slicewise.io.lazy import is_lazy_path, open_image
 from slicewise.io.medical import Volume, is_medical_path, read_volume
 
 METADATA_KEY = "slicewise_medical"
@@ -25,6 +29,20 @@ def napari_get_reader(path: str | os.PathLike | list[str]) -> Callable[[str], li
             return None
         path = path[0]
     return read_layers if is_medical_path(path) else None
+
+
+def napari_get_stack_reader(path: str | os.PathLike | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """The reader for one TIFF file or zarr store, or None for anything else."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_stack_layers if is_lazy_path(path) else None
+
+
+def read_stack_layers(path: str | os.PathLike) -> list[LayerData]:
+    """One image layer: the whole array for a small TIFF, a lazy one for a big TIFF or a zarr store."""
+    return [(open_image(path), {"name": Path(path).stem}, "image")]
 
 
 def read_layers(path: str | os.PathLike) -> list[LayerData]:

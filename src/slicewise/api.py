@@ -10,7 +10,7 @@ import torch
 
 from slicewise.core.inference import predict as _predict
 from slicewise.core.slices import take_slice
-from slicewise.core.types import Prediction, PredictOptions, SliceRef
+from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
 from slicewise.models.loaded import Ensemble, LoadedModel, load
 
 DEFAULT_MODEL = "polyp_unet"
@@ -45,6 +45,7 @@ def predict(
     uncertainty: str | None = None,
     explain: str | None = None,
     target_class: int | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
 ) -> Prediction:
     """Segment a 2D image, or the slice ``slice_ref`` of a stack.
 
@@ -52,6 +53,8 @@ def predict(
     rgb: whether the last axis is colour; guessed (last axis of 3 or 4) when None.
     uncertainty: None, "entropy", "tta" or "mc_dropout"; explain: None, "gradcam", "saliency" or
     "occlusion" for ``target_class`` (see ``PredictOptions``).
+    tile_size: a slice with a longer side runs in overlapping tiles of this side; None never tiles.
+    A lazy stack (zarr, dask, ``slicewise.io.lazy.open_image``) is read one slice at a time.
     Returns labels (H, W) uint8 and probabilities (K, H, W) float32, and with ``uncertainty``
     an (H, W) float32 map in [0, 1] and a per-slice ``uncertainty_score``; with ``explain`` an
     (H, W) float32 ``explanation`` in [0, 1].
@@ -61,5 +64,7 @@ def predict(
         rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
-    options = PredictOptions(slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class)
+    options = PredictOptions(
+        slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class, tile_size=tile_size
+    )
     return _predict(model, plane, options)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
 
-from slicewise.core import explain, uncertainty
+from slicewise.core import explain, tiling, uncertainty
 from slicewise.core.preprocess import network_shape, prepare
 from slicewise.core.types import Prediction, PredictOptions, Progress
 from slicewise.errors import SlicewiseError
@@ -55,6 +56,25 @@ def _member_probabilities(model: LoadedModel, batch: torch.Tensor, method: str |
     return forward(batch)
 
 
+def _samples(
+    model: LoadedModel, batch: torch.Tensor, method: str | None, window: tuple[int, int] | None
+) -> torch.Tensor:
+    """``_member_probabilities`` over the whole (1, C, H, W) batch, or window by window when tiled."""
+    if window is None:
+        return _member_probabilities(model, batch, method)
+    per_window = partial(_member_probabilities, model, method=method)
+    return tiling.sliding_window(per_window, batch, window, model.spec.output.num_classes)
+
+
+def _check_untiled(explain_method: str | None, window: tuple[int, int] | None, height: int, width: int) -> None:
+    """Explanations take gradients or perturbations over the whole slice: refuse them for a tiled one."""
+    if explain_method is not None and window is not None:
+        raise SlicewiseError(
+            f"Explanations need the whole slice in one forward pass, but this {width}×{height} px slice runs in "
+            f"{window[1]}×{window[0]} px tiles; crop the region to explain or raise the tile size."
+        )
+
+
 def _default_target(labels: torch.Tensor, num_classes: int) -> int:
     """The most frequent predicted foreground class, or class 1 when only background is predicted."""
     counts = torch.bincount(labels.flatten(), minlength=num_classes)[1:]
@@ -85,7 +105,8 @@ def iter_predict(
     """Segment one slice. image: (H, W) or (H, W, C), any integer or float dtype; never mutated.
 
     With an ``Ensemble`` the members' probabilities are averaged; ``options.uncertainty``
-    adds an (H, W) map and a per-slice score (see ``slicewise.core.uncertainty``).
+    adds an (H, W) map and a per-slice score (see ``slicewise.core.uncertainty``). A slice
+    larger than ``options.tile_size`` runs tiled (see ``slicewise.core.tiling``).
     """
     options = options or PredictOptions()
     started = time.perf_counter()
@@ -93,10 +114,13 @@ def iter_predict(
     chw = prepare(np.asarray(image), model.spec.input)
     height, width = image.shape[:2]
     inner = network_shape(height, width, model.spec.input.size)
+    window = tiling.window_shape(*chw.shape[-2:], options.tile_size, model.spec.input.divisor)
+    _check_untiled(options.explain, window, height, width)
     batch = torch.from_numpy(chw).unsqueeze(0).to(model.device)
     yield Progress(1, len(_STAGES), _STAGES[1])
     members = model.members if isinstance(model, Ensemble) else [model]
-    samples = torch.cat([_member_probabilities(m, batch, options.uncertainty) for m in members])
+    per_member = [_samples(m, batch, options.uncertainty, window) for m in members]
+    samples = per_member[0] if len(per_member) == 1 else torch.cat(per_member)
     yield Progress(2, len(_STAGES), _STAGES[2])
     mean = samples.mean(0) if len(samples) > 1 else samples[0]
     explanation, target_class = None, None

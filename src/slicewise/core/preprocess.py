@@ -58,11 +58,12 @@ def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
 def normalize(chw: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Intensity normalisation per ``spec`` → float32 (C, H, W); non-finite pixels take the minimum."""
     x = chw.astype(np.float32, copy=True)
-    finite = np.isfinite(x)
-    if not finite.all():
+    finite = np.isfinite(x) if chw.dtype.kind == "f" else None  # integer pixels are always finite
+    if finite is not None and not finite.all():
         if not finite.any():
             raise ImageError("The slice has no finite pixel values (all NaN or infinite); nothing to segment.")
         x[~finite] = x[finite].min()
+    del finite
     if spec.normalization == "percentile":
         sample = x[:, ::2, ::2] if x.shape[1] > 64 and x.shape[2] > 64 else x
         low, high = np.percentile(sample, spec.percentiles)

@@ -26,6 +26,7 @@ class SliceRef:
 
 UNCERTAINTY_METHODS = ("entropy", "tta", "mc_dropout")
 EXPLAIN_METHODS = ("gradcam", "saliency", "occlusion")
+DEFAULT_TILE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,24 @@ class PredictOptions:
     several samples; mutual information, the epistemic part).
     explain: None, "gradcam", "saliency" or "occlusion" (see ``slicewise.core.explain``), for
     ``target_class`` (default: the most frequent predicted foreground class, else 1).
+    tile_size: a prepared slice with a side longer than this runs in overlapping square tiles of
+    this side (MONAI's sliding window, Gaussian blending; see ``slicewise.core.tiling``); None
+    runs every slice in one forward, however large.
     """
 
     slice_ref: SliceRef = field(default_factory=SliceRef)
     uncertainty: str | None = None
     explain: str | None = None
     target_class: int | None = None
+    tile_size: int | None = DEFAULT_TILE_SIZE
 
     def __post_init__(self) -> None:
         if self.uncertainty is not None and self.uncertainty not in UNCERTAINTY_METHODS:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_METHODS} or None, got {self.uncertainty!r}")
         if self.explain is not None and self.explain not in EXPLAIN_METHODS:
             raise ValueError(f"explain must be one of {EXPLAIN_METHODS} or None, got {self.explain!r}")
+        if self.tile_size is not None and self.tile_size < 16:
+            raise ValueError(f"tile_size must be None or >= 16, got {self.tile_size}")
 
 
 @dataclass(frozen=True)
