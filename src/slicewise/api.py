@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from slicewise.core.inference import predict as _predict
-from slicewise.core.prompting import Prompt, predict_prompt
+from slicewise.core.prompting import Prompt, predict_prompts
 from slicewise.core.slices import take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
 from slicewise.models.loaded import Ensemble, LoadedModel, load
@@ -79,7 +79,7 @@ def predict(
     if box is not None or points:
         labels = tuple(point_labels) if point_labels is not None else (1,) * len(points)
         prompt = Prompt(box=box, points=tuple(tuple(p) for p in points), point_labels=labels)
-        return predict_prompt(model, plane, prompt, slice_ref=ref, uncertainty=uncertainty)
+        return predict_prompts(model, plane, [prompt], slice_ref=ref, uncertainty=uncertainty)
     options = PredictOptions(
         slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class, tile_size=tile_size
     )

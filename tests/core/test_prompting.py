@@ -12,8 +12,9 @@ from slicewise.core.prompting import (
     Prompt,
     box_from_mask,
     embedding_cache,
-    iter_predict_prompt,
+    iter_predict_prompts,
     iter_propagate,
+    predict_prompts,
 )
 from slicewise.core.types import Progress
 from slicewise.errors import SlicewiseError
@@ -70,9 +71,20 @@ def test_a_further_prompt_on_the_same_slice_runs_only_the_decoder(lite_medsam, k
         calls.remove()
 
 
-def test_iter_predict_prompt_reports_progress_and_entropy(lite_medsam, kvasir_test):
+def test_several_boxes_on_a_slice_give_one_proposal_of_their_union(lite_medsam, kvasir_test):
+    image, mask = kvasir_test[4][1], kvasir_test[4][2]
+    boxes = [_tight_box(mask), (5.0, 5.0, 60.0, 60.0)]
+    singles = [predict_prompts(lite_medsam, image, [Prompt(box=box)]) for box in boxes]
+    both = predict_prompts(lite_medsam, image, [Prompt(box=box) for box in boxes])
+    np.testing.assert_array_equal(both.labels, singles[0].labels | singles[1].labels)
+    np.testing.assert_allclose(both.probabilities.sum(0), 1.0, atol=1e-6)
+    with pytest.raises(SlicewiseError):
+        predict_prompts(lite_medsam, image, [])
+
+
+def test_iter_predict_prompts_reports_progress_and_entropy(lite_medsam, kvasir_test):
     image, mask = kvasir_test[1][1], kvasir_test[1][2]
-    generator = iter_predict_prompt(lite_medsam, image, Prompt(box=_tight_box(mask)), uncertainty="entropy")
+    generator = iter_predict_prompts(lite_medsam, image, [Prompt(box=_tight_box(mask))], uncertainty="entropy")
     stages = []
     while True:
         try:

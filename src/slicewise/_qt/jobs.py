@@ -11,11 +11,13 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 import napari
+import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
 from slicewise.api import load_model
 from slicewise.core.inference import iter_predict
+from slicewise.core.prompting import Prompt, embed, iter_predict_prompts, iter_propagate
 from slicewise.core.review import iter_rank_slices
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
@@ -45,7 +47,22 @@ class Failure:
     message: str
 
 
-def cached_model(request: Request, models: ModelCache) -> LoadedModel:
+@dataclass(frozen=True)
+class PromptRequest:
+    """Boxes on one slice for a promptable model; no prompts: only embed the slice ahead of the first box.
+
+    For ``propagate_job``, ``mask`` is the object on ``slice_ref`` to follow through the stack.
+    """
+
+    layer: napari.layers.Image
+    slice_ref: SliceRef
+    model: str
+    device: str
+    prompts: tuple[Prompt, ...] = ()
+    mask: np.ndarray | None = None
+
+
+def cached_model(request: Request | PromptRequest, models: ModelCache) -> LoadedModel:
     """The request's model from the cache, loading (and caching) it the first time."""
     key = (request.model, request.device)
     if key not in models:
@@ -71,6 +88,34 @@ def predict_job(request: Request, models: ModelCache) -> Generator[Progress, Non
     except SlicewiseError as error:
         return Failure(str(error))
     return prediction
+
+
+@thread_worker
+def prompt_job(request: PromptRequest, models: ModelCache) -> Generator[Progress, None, Prediction | Failure | None]:
+    """Load the model unless cached, embed the slice unless cached, and decode the prompts (if any)."""
+    try:
+        if (request.model, request.device) not in models:
+            yield Progress(0, 3, "load model")
+        model = cached_model(request, models)
+        plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
+        if not request.prompts:
+            embed(model, plane)
+            return None
+        return (yield from iter_predict_prompts(model, plane, request.prompts, slice_ref=request.slice_ref))
+    except SlicewiseError as error:
+        return Failure(str(error))
+
+
+@thread_worker
+def propagate_job(request: PromptRequest, models: ModelCache) -> Generator[Prediction, None, int | Failure]:
+    """Follow ``request.mask`` from its slice through the stack; yield each slice's proposal."""
+    try:
+        model = cached_model(request, models)
+        start = request.slice_ref.index[0] if request.slice_ref.index else 0
+        stack, rgb = request.layer.data, request.layer.rgb
+        return (yield from iter_propagate(model, stack, start=start, mask=request.mask, rgb=rgb))
+    except SlicewiseError as error:
+        return Failure(str(error))
 
 
 @thread_worker

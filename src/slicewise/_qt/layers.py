@@ -48,7 +48,11 @@ def _find_or_add(
             return layer
     layer = make()
     layer.metadata[META_KEY] = identity
-    return viewer.add_layer(layer)
+    active = viewer.layers.selection.active
+    viewer.add_layer(layer)
+    if active is not None:  # a new output layer must not take the person's tool (brush, box) away
+        viewer.layers.selection.active = active
+    return layer
 
 
 def show_prediction(viewer: napari.Viewer, image: napari.layers.Image, prediction: Prediction) -> napari.layers.Labels:

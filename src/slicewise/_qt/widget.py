@@ -28,6 +28,7 @@ from slicewise._qt.autosave import Autosaver, RestorePanel
 from slicewise._qt.edit import EditPanel
 from slicewise._qt.jobs import Failure, ModelCache, Request, advance, predict_job
 from slicewise._qt.layers import show_prediction
+from slicewise._qt.prompts import PromptPanel
 from slicewise._qt.review import ReviewPanel
 from slicewise.api import DEFAULT_MODEL
 from slicewise.core.slices import slice_ref_from_point
@@ -81,6 +82,8 @@ class PredictWidget(Container):
         self.models: ModelCache = {}
         self.review = ReviewPanel(viewer, self)
         self.append(self.review)
+        self.prompts = PromptPanel(viewer, self)
+        self.append(self.prompts)
         self.edit = EditPanel(viewer, self)
         self.append(self.edit)
         self.autosaver = Autosaver(viewer, source=lambda: self.image.value)

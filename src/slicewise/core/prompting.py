@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
@@ -188,22 +188,27 @@ def decode(model: LoadedModel, embedding: SliceEmbedding, prompt: Prompt) -> tor
     return to_slice(probabilities, embedding.height, embedding.width, embedding.inner)
 
 
-def iter_predict_prompt(
+def iter_predict_prompts(
     model: LoadedModel,
     image: np.ndarray,
-    prompt: Prompt,
+    prompts: Sequence[Prompt],
     *,
     slice_ref: SliceRef | None = None,
     uncertainty: str | None = None,
 ) -> Generator[Progress, None, Prediction]:
-    """Segment the object ``prompt`` marks on one slice; a cached slice skips the encoder.
+    """Segment the objects ``prompts`` mark on one slice, as one proposal; a cached slice skips
+    the encoder, and each prompt costs one decode.
 
     image: (H, W) or (H, W, C). Returns labels (H, W) uint8 (1 = object) and probabilities
-    (2, H, W); ``uncertainty="entropy"`` adds the normalised entropy map and its slice score
-    (sampling methods need several forwards of a dense model and are refused).
+    (2, H, W), a pixel's object probability the highest any prompt gives it;
+    ``uncertainty="entropy"`` adds the normalised entropy map and its slice score (sampling
+    methods need several forwards of a dense model and are refused).
     """
     _check_promptable(model)
-    _check_kinds(model, prompt)
+    if not prompts:
+        raise SlicewiseError("There is no prompt on this slice; draw a box around the object.")
+    for prompt in prompts:
+        _check_kinds(model, prompt)
     if uncertainty not in (None, "entropy"):
         raise SlicewiseError(
             f"Prompted predictions offer entropy uncertainty only, not {uncertainty}; choose entropy or none."
@@ -212,7 +217,8 @@ def iter_predict_prompt(
     yield Progress(0, 2, "embed")
     embedding = embed(model, image)
     yield Progress(1, 2, "decode")
-    on_slice = decode(model, embedding, prompt)
+    foreground = torch.stack([decode(model, embedding, prompt)[1] for prompt in prompts]).amax(0)
+    on_slice = torch.stack([1 - foreground, foreground])
     entropy = None if uncertainty is None else normalized_entropy(on_slice)
     probabilities = np.ascontiguousarray(on_slice.cpu().numpy())
     return Prediction(
@@ -228,16 +234,16 @@ def iter_predict_prompt(
     )
 
 
-def predict_prompt(
+def predict_prompts(
     model: LoadedModel,
     image: np.ndarray,
-    prompt: Prompt,
+    prompts: Sequence[Prompt],
     *,
     slice_ref: SliceRef | None = None,
     uncertainty: str | None = None,
 ) -> Prediction:
-    """Run ``iter_predict_prompt`` to the end."""
-    generator = iter_predict_prompt(model, image, prompt, slice_ref=slice_ref, uncertainty=uncertainty)
+    """Run ``iter_predict_prompts`` to the end."""
+    generator = iter_predict_prompts(model, image, prompts, slice_ref=slice_ref, uncertainty=uncertainty)
     while True:
         try:
             next(generator)
@@ -328,7 +334,7 @@ def iter_propagate(
         while 0 <= index < depth:
             ref = SliceRef((index,))
             plane = take_slice(stack, ref, rgb=rgb)
-            prediction = predict_prompt(model, plane, Prompt(box=box_from_mask(previous)), slice_ref=ref)
+            prediction = predict_prompts(model, plane, [Prompt(box=box_from_mask(previous))], slice_ref=ref)
             current = prediction.labels != 0
             area = int(current.sum())
             if area == 0 or not rule.keeps(Appearance.of(plane, current), reference, area, int(previous.sum())):
