@@ -41,6 +41,25 @@ def test_predict_a_tiff_stack_writes_a_label_stack(tmp_path, kvasir_test):
     assert tifffile.imread(tmp_path / "out" / "stack.tif").shape == (3, 96, 128)
 
 
+def test_predict_with_a_box_prompt_and_a_zarr_stack(data_dir, tmp_path, kvasir_test, capsys):
+    import zarr
+
+    stem, image, mask = kvasir_test[0]
+    rows, cols = np.nonzero(mask)
+    box = f"{cols.min()},{rows.min()},{cols.max()},{rows.max()}"
+    source = data_dir / "kvasir_seg" / "images" / f"{stem}.png"
+    reference = data_dir / "kvasir_seg" / "masks"
+    args = ["predict", str(source), "--model", "lite_medsam", "--box", box, "--out", str(tmp_path), "--device", "cpu"]
+    assert main([*args, "--reference", str(reference)]) == 0
+    assert float(capsys.readouterr().out.split("mean Dice ")[1].split(",")[0]) > 0.9
+
+    shape = (2, 96, 128, 3)
+    store = zarr.open_array(tmp_path / "stack.zarr", mode="w", shape=shape, chunks=(1, *shape[1:]), dtype="u1")
+    store[:] = np.stack([kvasir_test[i][1][:96, :128] for i in range(2)])
+    assert main(["predict", str(tmp_path / "stack.zarr"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert tifffile.imread(tmp_path / "out" / "stack.tif").shape == (2, 96, 128)
+
+
 def test_inspect_json_and_models_list(capsys):
     assert main(["inspect", "polyp_unet", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

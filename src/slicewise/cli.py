@@ -31,19 +31,34 @@ def _is_rgb(image: np.ndarray, model: LoadedModel | Ensemble) -> bool:
     return image.ndim >= 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
 
 
+def _box(text: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` → a box; anything else is argparse's one-line error."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected four numbers x0,y0,x1,y1, got {text!r}")
+    return values
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.api import load_model, predict
     from slicewise.core.metrics import dice_score, overlap_counts
     from slicewise.core.slices import spatial_ndim
     from slicewise.core.types import SliceRef
     from slicewise.io.images import list_images, read_image, write_labels
+    from slicewise.io.lazy import open_image
 
     model = load_model(args.model, device=args.device)
     print(f"model {model.name} on {model.describe_device()}", file=sys.stderr)
     out = Path(args.out)
     scores, pooled = [], [0, 0]
+    extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
+    if args.box:
+        extras = {"uncertainty": args.uncertainty, "box": args.box}
     for path in list_images(args.inputs):
-        image = read_image(path)
+        image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
         rgb = _is_rgb(image, model)
         ndim = spatial_ndim(image.shape, rgb)
         if ndim not in (2, 3):
@@ -52,15 +67,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "save one image or one stack per file."
             )
         refs = [SliceRef()] if ndim == 2 else [SliceRef((z,)) for z in range(image.shape[0])]
-        extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
-        predictions = [predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs]
-        labels = np.stack([p.labels for p in predictions]) if ndim == 3 else predictions[0].labels
+        # keep only the per-slice maps written below, not each slice's K×H×W probabilities
+        kept = [
+            (p.labels, p.uncertainty, p.explanation)
+            for p in (predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs)
+        ]
+        labels = np.stack([k[0] for k in kept]) if ndim == 3 else kept[0][0]
         target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
-        for extra in ("uncertainty", "explanation"):
-            if getattr(predictions[0], extra) is not None:
-                maps = (
-                    np.stack([getattr(p, extra) for p in predictions]) if ndim == 3 else getattr(predictions[0], extra)
-                )
+        for position, extra in ((1, "uncertainty"), (2, "explanation")):
+            if kept[0][position] is not None:
+                maps = np.stack([k[position] for k in kept]) if ndim == 3 else kept[0][position]
                 tifffile.imwrite(out / f"{path.stem}_{extra}.tif", maps, compression="zlib")
         if args.reference:
             reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
@@ -257,6 +273,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         uncertainty=None,
         explain=None,
         target_class=None,
+        box=None,
     )
     return _cmd_predict(predict_args)
 
@@ -272,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"bundled model name or .safetensors file (default {DEFAULT_MODEL})",
+        help=f"bundled model name, lite_medsam, a .safetensors file or a foreign model (default {DEFAULT_MODEL})",
     )
     p.add_argument("--out", required=True, help="folder for <stem>.png label maps (uint8, input size)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -288,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write <stem>_explanation.tif: float32 attribution in [0, 1] for --target-class",
     )
     p.add_argument("--target-class", type=int, help="class index to explain (default: the most predicted class)")
+    p.add_argument(
+        "--box",
+        type=_box,
+        metavar="X0,Y0,X1,Y1",
+        help="a box prompt in pixels (x = column) for a promptable model such as lite_medsam, on every slice",
+    )
     p.set_defaults(run=_cmd_predict)
 
     p = sub.add_parser("rank", help="rank 2D images (files or folders) by uncertainty, most uncertain first")

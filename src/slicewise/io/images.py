@@ -41,7 +41,7 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     """Files and the image files inside folders, in sorted order per folder."""
     found: list[Path] = []
     for entry in map(Path, paths):
-        if entry.is_dir():
+        if entry.is_dir() and entry.suffix.lower() != ".zarr":  # a zarr store is one image
             found.extend(sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
         elif entry.exists():
             found.append(entry)
