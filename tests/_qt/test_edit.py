@@ -243,7 +243,7 @@ def test_accept_on_a_predicted_stack_changes_only_the_viewed_slice(make_napari_v
     mine.paint((1, 64, 80), 3)  # a person's stroke on another slice
 
     panel.accept_button.native.click()
-    expected = slicewise.predict(widget.models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,)))
+    expected = slicewise.predict(widget.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,)))
     assert expected.labels.any()
     np.testing.assert_array_equal(mine.data[2], expected.labels)
     assert not mine.data[[0, 3]].any() and set(np.unique(mine.data[1])) == {0, 3}

@@ -36,7 +36,7 @@ def rectangle(z: int, y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
 def encoder_runs(widget: PredictWidget) -> list[int]:
     """Hook the prompt model's encoder once it is loaded; the list grows by one per encoder forward."""
     runs: list[int] = []
-    model = next(m for (name, _), m in widget.models.items() if name == "lite_medsam")
+    model = next(m for (name, *_), m in widget.models.items() if name == "lite_medsam")
     model.module.image_encoder.register_forward_hook(lambda *_: runs.append(1))
     return runs
 

@@ -69,7 +69,7 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
     assert labels.data.shape == stack.shape[:3]
     assert tuple(labels.scale) == (2.5, 1, 1)
     expected = slicewise.predict(
-        widget.models[(slicewise.DEFAULT_MODEL, "auto")], stack, slice_ref=SliceRef((2,))
+        widget.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,))
     ).labels
     np.testing.assert_array_equal(labels.data[2], expected)
     assert not labels.data[1].any() and not labels.data[3].any()
@@ -227,3 +227,26 @@ def test_explanation_lands_as_its_own_layer_and_cancel_stops_a_job(make_napari_v
     qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT_MS)
     assert widget.status.value == "cancelled"
     np.testing.assert_array_equal(outputs(viewer, "explanation")[0].data, before)
+
+
+def test_a_foreign_model_folder_opens_with_the_class_names_the_person_gives(
+    make_napari_viewer, qtbot, tmp_path, kvasir_test
+):
+    from slicewise._compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()
+    import segmentation_models_pytorch as smp
+
+    network = smp.create_model(
+        "Unet", encoder_name="resnet18", encoder_weights=None, classes=2, encoder_depth=3, decoder_channels=(32, 16, 8)
+    )
+    network.save_pretrained(tmp_path / "smp_unet")  # smp's own folder: config.json + model.safetensors
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
+    widget = make_widget(viewer, image_layer)
+    widget.model_folder.value = tmp_path / "smp_unet"
+    assert widget.model.value == str(tmp_path / "smp_unet")
+    widget.classes.value = "background, lesion"
+    widget.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    assert outputs(viewer, "probability:lesion")[0].data.shape == kvasir_test[0][2].shape

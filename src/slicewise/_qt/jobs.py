@@ -24,7 +24,7 @@ from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel
 
-ModelCache = dict[tuple[str, str], LoadedModel]
+ModelCache = dict[tuple[str, str, tuple[str, ...]], LoadedModel]  # (model, device, class names given)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Request:
     uncertainty: str | None
     explain: str | None = None
     target_class: int | None = None
+    classes: tuple[str, ...] = ()  # names for a foreign model's classes, if its files have none
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,18 @@ class PromptRequest:
     device: str
     prompts: tuple[Prompt, ...] = ()
     mask: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+
+
+def model_key(request: Request | PromptRequest) -> tuple[str, str, tuple[str, ...]]:
+    return (request.model, request.device, request.classes)
 
 
 def cached_model(request: Request | PromptRequest, models: ModelCache) -> LoadedModel:
     """The request's model from the cache, loading (and caching) it the first time."""
-    key = (request.model, request.device)
+    key = model_key(request)
     if key not in models:
-        models[key] = load_model(request.model, device=request.device)
+        models[key] = load_model(request.model, device=request.device, classes=request.classes or None)
     return models[key]
 
 
@@ -74,7 +80,7 @@ def cached_model(request: Request | PromptRequest, models: ModelCache) -> Loaded
 def predict_job(request: Request, models: ModelCache) -> Generator[Progress, None, Prediction | Failure]:
     """Load the model unless cached, take the slice and predict it."""
     try:
-        if (request.model, request.device) not in models:
+        if model_key(request) not in models:
             yield Progress(0, 4, "load model")
         model = cached_model(request, models)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
@@ -94,7 +100,7 @@ def predict_job(request: Request, models: ModelCache) -> Generator[Progress, Non
 def prompt_job(request: PromptRequest, models: ModelCache) -> Generator[Progress, None, Prediction | Failure | None]:
     """Load the model unless cached, embed the slice unless cached, and decode the prompts (if any)."""
     try:
-        if (request.model, request.device) not in models:
+        if model_key(request) not in models:
             yield Progress(0, 3, "load model")
         model = cached_model(request, models)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)

@@ -16,6 +16,7 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     Label,
+    LineEdit,
     PushButton,
     SpinBox,
     create_widget,
@@ -26,7 +27,7 @@ from napari.utils.notifications import show_error
 
 from slicewise._qt.autosave import Autosaver, RestorePanel
 from slicewise._qt.edit import EditPanel
-from slicewise._qt.jobs import Failure, ModelCache, Request, advance, predict_job
+from slicewise._qt.jobs import Failure, ModelCache, Request, advance, model_key, predict_job
 from slicewise._qt.layers import show_prediction
 from slicewise._qt.prompts import PromptPanel
 from slicewise._qt.review import ReviewPanel
@@ -35,6 +36,9 @@ from slicewise.core.slices import slice_ref_from_point
 from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS, Prediction
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import bundled_models, describe_device, resolve_device
+
+# slicewise checkpoints and the foreign model files slicewise imports (folders: "model folder")
+CHECKPOINT_FILTER = "*.safetensors *.onnx *.pt *.pth *.ts"
 
 
 class PredictWidget(Container):
@@ -50,7 +54,14 @@ class PredictWidget(Container):
         self.model = ComboBox(
             label="model", choices=self._model_choices, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None
         )
-        self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", mode="r")
+        self.checkpoint = FileEdit(label="checkpoint", filter=CHECKPOINT_FILTER, mode="r")
+        self.model_folder = FileEdit(
+            label="model folder", mode="d", tooltip="Hugging Face, smp, MONAI bundle or nnU-Net v2 folder"
+        )
+        self.classes = LineEdit(
+            label="class names",
+            tooltip="for an imported model whose files name no classes: background first, comma-separated",
+        )
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.device_info = Label(label="runs on", value="")
         self.uncertainty = ComboBox(label="uncertainty", choices=["none", *UNCERTAINTY_METHODS], value="entropy")
@@ -67,6 +78,8 @@ class PredictWidget(Container):
                 self.image,
                 self.model,
                 self.checkpoint,
+                self.model_folder,
+                self.classes,
                 self.device,
                 self.device_info,
                 self.uncertainty,
@@ -97,6 +110,7 @@ class PredictWidget(Container):
         self._show_device(self.device.value)
         self.device.changed.connect(self._show_device)
         self.checkpoint.changed.connect(self._add_checkpoint)
+        self.model_folder.changed.connect(self._add_checkpoint)
         self.predict_button.changed.connect(self.request_prediction)
         self.cancel_button.changed.connect(self.cancel)
         self.follow.changed.connect(lambda on: on and self.request_prediction())
@@ -120,7 +134,8 @@ class PredictWidget(Container):
             show_error(str(error))
 
     def _add_checkpoint(self, path: Path) -> None:
-        if not Path(path).is_file():
+        """A checkpoint or foreign model the person opened becomes a model choice, and is chosen."""
+        if str(path) in ("", ".") or not Path(path).exists():
             return
         key = str(path)
         if key not in self._opened_checkpoints:
@@ -158,6 +173,7 @@ class PredictWidget(Container):
             uncertainty=None if self.uncertainty.value == "none" else str(self.uncertainty.value),
             explain=None if self.explain.value == "none" else str(self.explain.value),
             target_class=int(self.target_class.value) or None,
+            classes=tuple(name.strip() for name in str(self.classes.value).split(",") if name.strip()),
         )
 
     def cancel(self) -> None:
@@ -180,7 +196,7 @@ class PredictWidget(Container):
         self._start(request)
 
     def _start(self, request: Request) -> None:
-        loaded = (request.model, request.device) in self.models
+        loaded = model_key(request) in self.models
         steps = 3 + (not loaded) + (request.explain is not None)
         bar = progress(total=steps, desc=f"slicewise {request.slice_ref.describe()}")
         worker = predict_job(request, self.models)

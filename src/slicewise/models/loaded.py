@@ -164,11 +164,14 @@ def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto") -> LoadedModel:
+def load(
+    name_or_path: str | os.PathLike, *, device: str | torch.device = "auto", classes: tuple[str, ...] | None = None
+) -> LoadedModel:
     """Load a bundled model by name, a slicewise ``.safetensors`` checkpoint, or a foreign model.
 
     Foreign files and folders (Hugging Face, smp, MONAI bundle, nnU-Net v2, ONNX) are read by
-    ``slicewise.models.importers`` when the path is not a slicewise checkpoint.
+    ``slicewise.models.importers`` when the path is not a slicewise checkpoint; ``classes`` names
+    their classes, background first (a slicewise checkpoint keeps its own).
     """
     path = checkpoint_path(name_or_path)
     try:
@@ -178,5 +181,7 @@ def load(name_or_path: str | os.PathLike, *, device: str | torch.device = "auto"
 
         if detect_format(path) is None:
             raise
-        return load_foreign(path, device=device)
+        from slicewise.models.importers import ImportOptions
+
+        return load_foreign(path, device=device, options=ImportOptions(classes=classes))
     return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)
