@@ -55,7 +55,7 @@ class PromptPanel(Container):
         super().__init__()
         self._viewer = viewer
         self._predictor = predictor
-        self.prompt_model = ComboBox(label="prompt model", choices=packaged_models(), value="lite_medsam")
+        self.prompt_model = ComboBox(label="prompt model", choices=self._prompt_models, value="lite_medsam")
         self.boxes_button = PushButton(text="Draw boxes", tooltip="each box on a slice prompts the model")
         self.propagate_button = PushButton(
             text="Propagate", tooltip="follow the object on this slice to the next slices, one proposal each"
@@ -70,6 +70,10 @@ class PromptPanel(Container):
         self.propagate_button.changed.connect(self.propagate)
         viewer.dims.events.current_step.connect(self._embed_ahead)
         self.native.destroyed.connect(self._shutdown)
+
+    def _prompt_models(self, _widget: ComboBox) -> list[str]:
+        """lite_medsam, then the models opened in the widget (a SAM or MedSAM checkpoint, say)."""
+        return [*packaged_models(), *self._predictor.opened_models]
 
     def _shutdown(self) -> None:
         self._pending = None

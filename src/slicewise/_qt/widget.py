@@ -49,7 +49,7 @@ class PredictWidget(Container):
         self._viewer = viewer
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         names = list(bundled_models())
-        self._opened_checkpoints: list[str] = []
+        self.opened_models: list[str] = []  # checkpoints and foreign models opened in this widget
         # a callable, so napari's reset_choices on layer changes keeps the opened checkpoints
         self.model = ComboBox(
             label="model", choices=self._model_choices, value=DEFAULT_MODEL if DEFAULT_MODEL in names else None
@@ -138,14 +138,15 @@ class PredictWidget(Container):
         if str(path) in ("", ".") or not Path(path).exists():
             return
         key = str(path)
-        if key not in self._opened_checkpoints:
-            self._opened_checkpoints.append(key)
+        if key not in self.opened_models:
+            self.opened_models.append(key)
             self.model.reset_choices()
+            self.prompts.prompt_model.reset_choices()
         self.model.value = key
 
     def _model_choices(self, _: ComboBox) -> list[str]:
         """The bundled models, then every checkpoint opened in this widget."""
-        return [*bundled_models(), *self._opened_checkpoints]
+        return [*bundled_models(), *self.opened_models]
 
     def _on_slice_change(self) -> None:
         if self.follow.value:
