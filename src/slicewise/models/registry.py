@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, str] = {
     "nnunet": "slicewise.models.adapters.nnunet:NnUNetAdapter",
     "medsam_tinyvit": "slicewise.models.adapters.medsam:MedSAMEncoderAdapter",
     "lite_medsam": "slicewise.models.adapters.medsam:LiteMedSAMAdapter",
+    "sam": "slicewise.models.adapters.sam:SAMAdapter",
 }
 
 
@@ -79,7 +80,7 @@ def make_spec(
             divisor=adapter.input_divisor(draft),
             **input_fields,
         ),
-        output=OutputSpec(class_names=tuple(class_names)),
+        output=OutputSpec(class_names=tuple(class_names), **adapter.default_output),
         name=name or arch,
     )
 

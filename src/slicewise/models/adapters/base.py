@@ -31,6 +31,7 @@ class Adapter:
     description: ClassVar[str]
     default_kwargs: ClassVar[dict[str, Any]] = {}
     default_input: ClassVar[dict[str, Any]] = {}  # InputSpec fields the network requires (a fixed size)
+    default_output: ClassVar[dict[str, Any]] = {}  # OutputSpec fields it requires (a sigmoid mask)
     supports_prompts: ClassVar[bool] = False
     prompt_kinds: ClassVar[tuple[str, ...]] = ()  # of a promptable model: "box" and/or "points"
     cam_target_layer: ClassVar[str | None] = None

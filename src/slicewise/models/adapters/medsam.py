@@ -159,6 +159,7 @@ class LiteMedSAMAdapter(Adapter):
     kind = "GP-VM"
     description = "LiteMedSAM (TinyViT encoder + SAM prompt encoder and mask decoder, 9.8 M params): box prompts"
     default_input = {"channels": 3, "size": ENCODER_SIZE, "percentiles": (0.0, 100.0)}
+    default_output = {"activation": "sigmoid"}  # one mask logit per prompt
     supports_prompts = True
     # trained with boxes only: a point alone gives an empty mask on every Kvasir-SEG image tried
     prompt_kinds = ("box",)
@@ -196,9 +197,11 @@ class LiteMedSAMAdapter(Adapter):
         points: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(1, 1, 256, 256) mask logits for one prompt in the 256 frame.
+        """(1, 1, S, S) mask logits for one prompt in the network frame (S = 256 for LiteMedSAM).
 
         box: (1, 4) xyxy; points: (1, P, 2) xy with point_labels (1, P), 1 = object, 0 = background.
+        The mask decoder predicts at a quarter of the frame (the frame itself for LiteMedSAM's
+        256×256 input); the logits are upsampled to the frame the prompt encoder takes coordinates in.
         """
         sparse, dense = model.prompt_encoder(
             points=None if points is None else (points, point_labels),
@@ -212,11 +215,12 @@ class LiteMedSAMAdapter(Adapter):
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-        return resize_logits(low_res, (ENCODER_SIZE, ENCODER_SIZE))
+        return resize_logits(low_res, model.prompt_encoder.input_image_size)
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, 256, 256) logits with the whole frame as each image's box."""
-        whole = torch.tensor([[0.0, 0.0, ENCODER_SIZE - 1.0, ENCODER_SIZE - 1.0]], device=x.device)
+        """(N, 1, S, S) logits with the whole frame as each image's box."""
+        height, width = model.prompt_encoder.input_image_size
+        whole = torch.tensor([[0.0, 0.0, width - 1.0, height - 1.0]], device=x.device)
         embeddings = self.embed(model, x)
         return torch.cat([self.decode(model, e[None], box=whole) for e in embeddings])
 

@@ -2,7 +2,7 @@
 
 One module per format, each with ``detect(path) -> bool`` and ``read(path, options) ->
 Imported``. A format whose network is a registry architecture (Hugging Face SegFormer/UperNet,
-smp, MONAI bundles, nnU-Net v2) yields a normal ``ModelSpec`` plus state dict, so ``convert``
+smp, MONAI bundles, nnU-Net v2, SAM/MedSAM checkpoints) yields a normal ``ModelSpec`` plus state dict, so ``convert``
 writes a plain slicewise checkpoint. ONNX graphs and TorchScript modules are files that run,
 not weights: they load into a ``LoadedModel`` but do not convert. Weights are read with
 safetensors or ``torch.load(weights_only=True)``; TorchScript, which runs code from the file,
@@ -45,6 +45,7 @@ FORMATS: dict[str, str] = {
     "timm": "slicewise.models.importers.timm",
     "huggingface": "slicewise.models.importers.huggingface",
     "onnx": "slicewise.models.importers.onnx",
+    "sam": "slicewise.models.importers.sam",
     "torchscript": "slicewise.models.importers.torchscript",
 }
 
