@@ -12,5 +12,15 @@ def kvasir_test_stack() -> list[tuple[Any, dict[str, Any], str]]:
     images, masks, _ = sample_stack("kvasir_seg", "test")
     return [
         (images, {"name": "kvasir_seg test", "rgb": True}, "image"),
-        (masks, {"name": "reference masks", "opacity": 0.4, "visible": False}, "labels"),
+        # slicewise's own metadata: the ground truth is shown, never offered as "your labels" to accept into
+        (
+            masks,
+            {
+                "name": "reference masks",
+                "opacity": 0.4,
+                "visible": False,
+                "metadata": {"slicewise": {"role": "reference"}},
+            },
+            "labels",
+        ),
     ]

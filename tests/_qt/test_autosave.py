@@ -15,8 +15,8 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication
 
 from slicewise._qt.autosave import Autosaver
-from slicewise._qt.edit import tracker_of
 from slicewise._qt.layers import META_KEY
+from slicewise._qt.provenance import tracker_of
 from slicewise._qt.widget import PredictWidget
 from slicewise.core.proposals import MODEL, PERSON
 from slicewise.io import autosave
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import napari
 from qtpy.QtWidgets import QApplication
-from slicewise._qt.edit import track_provenance
+from slicewise._qt.provenance import track_provenance
 from slicewise._qt.widget import PredictWidget
 
 marker = Path(sys.argv[1])

@@ -6,8 +6,8 @@ import numpy as np
 from app_model.types import KeyBinding
 
 import slicewise
-from slicewise._qt.edit import tracker_of
 from slicewise._qt.layers import META_KEY
+from slicewise._qt.provenance import tracker_of
 from slicewise._qt.widget import PredictWidget
 from slicewise.core import proposals
 from slicewise.core.proposals import MODEL, PERSON, UNLABELLED

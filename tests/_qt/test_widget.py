@@ -163,6 +163,7 @@ def test_demo_opens_the_sample_stack_and_shows_a_prediction(make_napari_viewer, 
     assert widget.follow.value and outputs(viewer)[0].name.endswith(f"(slice {viewed})")
     assert outputs(viewer, "probability:polyp")[0].data[viewed].any()
     assert viewer.layers["kvasir_seg test"].data.shape == (45, 256, 256, 3)
+    assert viewer.layers["reference masks"] not in widget.edit.target.choices  # ground truth is not "your labels"
 
 
 def test_nan_filled_image_is_one_notification_and_no_layer(make_napari_viewer, qtbot, notifications):

@@ -36,8 +36,8 @@ from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QCoreApplication, QTimer
 
-from slicewise._qt.edit import track_provenance, tracker_of
 from slicewise._qt.layers import is_output, spatial_shape
+from slicewise._qt.provenance import track_provenance, tracker_of
 from slicewise.errors import SlicewiseError
 from slicewise.io import autosave
 from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, SessionInfo, Throttle
