@@ -112,6 +112,46 @@ def test_huggingface_upernet_drops_the_auxiliary_head(tmp_path: Path) -> None:
     assert "classes" in import_model(tmp_path / "upernet").assumed  # LABEL_0/LABEL_1 are placeholders
 
 
+def test_huggingface_dpt_on_dinov2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ensure_torchvision_ops()
+    from transformers import Dinov2Config, DPTConfig, DPTForDepthEstimation
+
+    from slicewise.models.adapters.transformers import DPTDinov2ForSemanticSegmentation
+
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=98,
+        num_channels=1,
+        out_indices=[1, 2],
+        reshape_hidden_states=False,
+    )
+    config = DPTConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[16, 32],
+        reassemble_factors=[2, 0.5],
+        fusion_hidden_size=16,
+        id2label={0: "background", 1: "kidney"},
+    )
+    network = DPTDinov2ForSemanticSegmentation(config).eval()
+    network.save_pretrained(tmp_path / "dpt")
+
+    model = _check_import(tmp_path / "dpt", tmp_path, network, channels=1)
+    assert model.spec.arch == "dpt_dinov2" and model.spec.input.divisor == 14
+    assert model.spec.init_kwargs["reassemble_factors"] == [2, 0.5]
+    assert model.spec.init_kwargs["backbone_config"]["mlp_ratio"] == 2
+    assert model.spec.init_kwargs["backbone_config"]["out_indices"] == [1, 2]
+    info = _inspect(tmp_path / "dpt", capsys)
+    assert info["architecture"] == "dpt_dinov2" and info["classes"] == ["background", "kidney"]
+    assert info["input"]["channels"] == 1
+
+    DPTForDepthEstimation(config).save_pretrained(tmp_path / "depth")  # what the Hub's DINOv2 DPTs are
+    with pytest.raises(CheckpointError, match="depth-estimation dpt model on dinov2.*DINOv2 backbone"):
+        import_model(tmp_path / "depth")
+
+
 def test_smp_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ensure_torchvision_ops()
     import segmentation_models_pytorch as smp

@@ -27,6 +27,7 @@ ARCHITECTURES: dict[str, str] = {
     "upernet_convnext": "slicewise.models.adapters.transformers:UperNetConvNextAdapter",
     "upernet_swin": "slicewise.models.adapters.transformers:UperNetSwinAdapter",
     "dinov2": "slicewise.models.adapters.transformers:Dinov2Adapter",
+    "dpt_dinov2": "slicewise.models.adapters.transformers:DPTDinov2Adapter",
     "timm_unet": "slicewise.models.adapters.timm:TimmUNetAdapter",
     "smp": "slicewise.models.adapters.smp:SMPAdapter",
     "nnunet": "slicewise.models.adapters.nnunet:NnUNetAdapter",

@@ -9,6 +9,7 @@ prefixes) with ``local_files_only=True``.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, ClassVar
 
@@ -203,6 +204,80 @@ class Dinov2Adapter(TransformersAdapter):
 
         backbone = Dinov2Model(Dinov2Config(num_channels=in_channels, **kwargs))
         return Dinov2Segmenter(backbone, num_classes)
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return resize_logits(model(x), x.shape[-2:])
+
+
+@functools.cache
+def _dpt_dinov2_class() -> type[nn.Module]:
+    """transformers' DPT neck and segmentation head on its DINOv2 backbone, as a transformers model.
+
+    transformers' own ``DPTForSemanticSegmentation`` builds a plain ViT and ignores a DINOv2
+    ``backbone_config``; only ``DPTForDepthEstimation`` reads one. This model wires the backbone
+    into the neck as ``DPTForDepthEstimation`` does (``backbone.``, ``neck.``, ``head.`` keys) and
+    puts the segmentation head on top, without the training-only auxiliary head. Defined on first
+    use because transformers is imported lazily.
+    """
+    ensure_torchvision_ops()
+    from transformers.backbone_utils import load_backbone
+    from transformers.models.dpt.modeling_dpt import DPTNeck, DPTPreTrainedModel, DPTSemanticSegmentationHead
+
+    class DPTDinov2ForSemanticSegmentation(DPTPreTrainedModel):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.backbone = load_backbone(config)
+            self.neck = DPTNeck(config)
+            self.head = DPTSemanticSegmentationHead(config)
+            self.post_init()
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            """(N, K, H', W') logits; DINOv2 interpolates its position embeddings to any multiple of the patch."""
+            patch = self.config.backbone_config.patch_size
+            features = list(self.backbone(pixel_values).feature_maps)
+            fused = self.neck(features, pixel_values.shape[2] // patch, pixel_values.shape[3] // patch)
+            return self.head(fused)
+
+    return DPTDinov2ForSemanticSegmentation
+
+
+def __getattr__(name: str) -> Any:
+    """``DPTDinov2ForSemanticSegmentation``, built on first access (PEP 562)."""
+    if name == "DPTDinov2ForSemanticSegmentation":
+        return _dpt_dinov2_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class DPTDinov2Adapter(TransformersAdapter):
+    arch = "dpt_dinov2"
+    description = "DPT (reassemble + fusion neck, conv head) on a DINOv2 backbone (patch 14), half ViT-S width"
+    default_kwargs = {
+        "backbone_config": {
+            "hidden_size": 192,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
+            "patch_size": 14,
+            "image_size": 518,
+            "out_indices": [1, 2, 3, 4],
+        },
+        "neck_hidden_sizes": [24, 48, 96, 192],
+        "fusion_hidden_size": 64,
+    }
+    cam_target_layer = "neck.fusion_stage.layers.0"  # the fused deepest reassembled map (1/28, upsampled)
+    encoder_attr = "backbone"
+    pretrained_id = "facebook/dinov2-small"
+
+    def input_divisor(self, spec: ModelSpec) -> int:
+        return int(self.kwargs(spec)["backbone_config"]["patch_size"])
+
+    def create(self, in_channels: int, num_classes: int, *, backbone_config: dict[str, Any], **dpt: Any) -> nn.Module:
+        ensure_torchvision_ops()
+        from transformers import Dinov2Config, DPTConfig
+
+        # the neck reads the CLS token (readout) and reshapes the tokens itself
+        backbone = Dinov2Config(num_channels=in_channels, reshape_hidden_states=False, **backbone_config)
+        config = DPTConfig(backbone_config=backbone, num_labels=num_classes, use_auxiliary_head=False, **dpt)
+        return _dpt_dinov2_class()(config)
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return resize_logits(model(x), x.shape[-2:])

@@ -15,6 +15,7 @@ them; ``ImportOptions`` supplies the rest, and ``Imported.assumed`` names what w
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,6 +174,18 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return read_weights(path)
     except PretrainedWeightsError as error:
         raise CheckpointError(str(error)) from error
+
+
+def read_config_json(folder: Path) -> dict[str, Any] | None:
+    """The JSON object in ``folder/config.json`` (HF, smp and timm folders), or None if there is none."""
+    file = folder / "config.json"
+    if not (folder.is_dir() and file.is_file()):
+        return None
+    try:
+        config = json.loads(file.read_text())
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def default_class_names(count: int) -> tuple[str, ...]:

@@ -1,10 +1,12 @@
 """Hugging Face transformers folders: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``.
 
-SegFormer maps onto the ``segformer`` architecture and UperNet on a ConvNeXt or Swin backbone
-onto ``upernet_convnext``/``upernet_swin``: the init kwargs are the config's model-specific
-fields. Class names come from ``id2label`` (unless they are transformers' ``LABEL_n``
-placeholders), input channels from ``num_channels``. The config is read by transformers'
-``AutoConfig`` (plain JSON; a config that needs remote code is refused by transformers itself).
+SegFormer maps onto the ``segformer`` architecture, UperNet on a ConvNeXt or Swin backbone
+onto ``upernet_convnext``/``upernet_swin``, and a DPT segmenter on a DINOv2 backbone
+(``model_type`` ``dpt`` with a ``dinov2`` ``backbone_config``) onto ``dpt_dinov2``: the init
+kwargs are the config's model-specific fields. Class names come from ``id2label`` (unless they
+are transformers' ``LABEL_n`` placeholders), input channels from ``num_channels``. The config is
+read by transformers' ``AutoConfig`` (plain JSON; a config that needs remote code is refused by
+transformers itself).
 """
 
 from __future__ import annotations
@@ -17,30 +19,22 @@ import torch
 
 from slicewise._compat import ensure_torchvision_ops
 from slicewise.errors import CheckpointError
-from slicewise.models.importers import Imported, ImportOptions, read_tensors, registry_spec
+from slicewise.models.importers import Imported, ImportOptions, read_config_json, read_tensors, registry_spec
 from slicewise.models.spec import ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-SUPPORTED = "SegFormer and UperNet (ConvNeXt or Swin backbone)"
+SUPPORTED = "SegFormer, UperNet (ConvNeXt or Swin backbone) and DPT segmentation (DINOv2 backbone)"
 _UPERNET_BACKBONES = {"convnext": "upernet_convnext", "swin": "upernet_swin"}
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # fields every transformers config has, or that the spec holds itself
 _NOT_INIT = {"num_labels", "num_channels", "id2label", "label2id", "backbone_config", "out_features", "out_indices"}
 _NOT_INIT |= {"stage_names", "transformers_version", "architectures", "model_type", "dtype", "torch_dtype"}
-
-
-def _config_json(path: Path) -> dict[str, Any] | None:
-    config = path / "config.json"
-    if not (path.is_dir() and config.is_file()):
-        return None
-    try:
-        return json.loads(config.read_text())
-    except ValueError:
-        return None
+# the adapter fixes these: the training-only auxiliary head is dropped, the DPT neck reshapes the tokens
+_NOT_INIT |= {"use_auxiliary_head", "auxiliary_loss_weight", "backbone_out_indices", "reshape_hidden_states"}
 
 
 def detect(path: Path) -> bool:
-    config = _config_json(path)
+    config = read_config_json(path)
     return config is not None and "model_type" in config and any((path / f).is_file() for f in WEIGHT_FILES)
 
 
@@ -58,6 +52,16 @@ def _init_kwargs(config: Any, arch: str) -> dict[str, Any]:
         for key, value in config.to_dict().items()
         if key in adapter_keys or (key in defaults and key not in generic and value != defaults[key])
     }
+
+
+def _backbone_type(config: Any) -> str | None:
+    backbone = getattr(config, "backbone_config", None)
+    return None if backbone is None else backbone.model_type
+
+
+def _is_depth(config: Any) -> bool:
+    """A depth estimator (``DPTForDepthEstimation``, as the DINOv2 DPT checkpoints on the Hub are) is no segmenter."""
+    return any("DepthEstimation" in name for name in config.architectures or [])
 
 
 def _class_names(config: Any) -> tuple[str, ...] | None:
@@ -125,13 +129,17 @@ def read(path: Path, options: ImportOptions) -> Imported:
         arch = _UPERNET_BACKBONES[backbone.model_type]
         init_kwargs = {**_init_kwargs(backbone, arch), "decoder_hidden_size": config.hidden_size}
         channels = backbone.num_channels
+    elif config.model_type == "dpt" and _backbone_type(config) == "dinov2" and not _is_depth(config):
+        backbone = config.backbone_config
+        backbone_kwargs = {**_init_kwargs(backbone, "dinov2"), "out_indices": list(backbone.out_indices)}
+        init_kwargs = {**_init_kwargs(config, "dpt_dinov2"), "backbone_config": backbone_kwargs}
+        arch, channels = "dpt_dinov2", backbone.num_channels
     else:
-        kind = config.model_type + (
-            f" on {config.backbone_config.model_type}" if config.model_type == "upernet" else ""
-        )
+        backbone = _backbone_type(config)
+        kind = ("depth-estimation " if _is_depth(config) else "") + config.model_type
         raise CheckpointError(
-            f"{path.name} holds a transformers {kind} model; slicewise imports {SUPPORTED} folders, "
-            "so export this one to ONNX and load the .onnx file."
+            f"{path.name} holds a transformers {kind} model{f' on {backbone}' if backbone else ''}; slicewise "
+            f"imports {SUPPORTED} folders, so export this one to ONNX and load the .onnx file."
         )
     weights = next(path / f for f in WEIGHT_FILES if (path / f).is_file())
     preprocessing = _preprocessing(path)

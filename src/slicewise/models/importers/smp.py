@@ -8,25 +8,18 @@ logits instead. smp records no class names or normalisation, so those come from 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from slicewise.errors import CheckpointError
-from slicewise.models.importers import Imported, ImportOptions, read_tensors, registry_spec
+from slicewise.models.importers import Imported, ImportOptions, read_config_json, read_tensors, registry_spec
 
 _ACTIVATIONS = {None: None, "identity": None, "sigmoid": "sigmoid", "softmax": "softmax", "softmax2d": "softmax"}
 
 
 def _config(path: Path) -> dict[str, Any] | None:
-    file = path / "config.json"
-    if not (path.is_dir() and file.is_file()):
-        return None
-    try:
-        config = json.loads(file.read_text())
-    except ValueError:
-        return None
-    return config if isinstance(config, dict) and "_model_class" in config else None
+    config = read_config_json(path)
+    return config if config is not None and "_model_class" in config else None
 
 
 def detect(path: Path) -> bool:

@@ -7,23 +7,16 @@ segmenter nor converts. What slicewise supports is using it as the pretrained en
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from slicewise.errors import CheckpointError
-from slicewise.models.importers import Imported, ImportOptions
+from slicewise.models.importers import Imported, ImportOptions, read_config_json
 
 
 def _config(path: Path) -> dict[str, Any] | None:
-    file = path / "config.json"
-    if not (path.is_dir() and file.is_file()):
-        return None
-    try:
-        config = json.loads(file.read_text())
-    except ValueError:
-        return None
-    return config if isinstance(config, dict) and "architecture" in config and "model_type" not in config else None
+    config = read_config_json(path)
+    return config if config is not None and "architecture" in config and "model_type" not in config else None
 
 
 def detect(path: Path) -> bool:
