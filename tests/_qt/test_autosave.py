@@ -108,6 +108,9 @@ def test_brush_fill_setitem_undo_and_new_data_are_saved_within_the_interval(make
     wait_saved(qtbot, autosaver, mine)
     mine.name = "renamed"
     qtbot.waitUntil(lambda: not autosaver.busy and "renamed" in saved_by(autosaver), timeout=TIMEOUT_MS)
+    viewer.dims.set_current_step(0, 2)  # scrolling refreshes the layer (set_data) but changes no label
+    viewer.dims.set_current_step(0, 0)
+    assert not autosaver._dirty  # so no copy of the stack is taken
 
     mine.visible = False
     mine.undo()  # napari emits nothing for a hidden layer's undo: saved at close

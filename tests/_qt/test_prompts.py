@@ -95,6 +95,14 @@ def test_propagate_follows_a_real_lesion_through_the_stack(make_napari_viewer, q
     assert not person.data[[8, 10]].any()  # proposals wait for an accept
     assert "to 2 more slices" in widget.prompts.status.value
 
+    widget.edit.every_slice.value = True  # one Accept takes every propagated slice, as one undo step
+    widget.edit.accept_button.native.click()
+    np.testing.assert_array_equal(person.data[[8, 10]], proposal.data[[8, 10]])
+    np.testing.assert_array_equal(person.data[9], truth[9])
+    assert "every slice" in widget.edit.status.value
+    person.undo()
+    assert not person.data[[8, 10]].any() and np.array_equal(person.data[9], truth[9])
+
 
 def test_propagate_without_a_stack_or_an_object_says_so(make_napari_viewer, notifications, kvasir_test):
     viewer = make_napari_viewer()

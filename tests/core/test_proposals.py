@@ -189,7 +189,9 @@ def test_bad_shapes_and_values_that_do_not_fit_the_labels_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         merge(labels, provenance, np.ones((2, 3)))
     with pytest.raises(ValueError, match="one shape"):
-        paint(labels[None], provenance[None], np.ones((1, 2, 2), bool), 1)
+        paint(labels[None], provenance[None], np.ones((1, 2, 3), bool), 1)
+    with pytest.raises(ValueError, match="one shape"):
+        paint(labels[0], provenance[0], np.ones(2, bool), 1)
     with pytest.raises(ValueError, match="do not fit"):
         accept(labels, provenance, np.full((2, 2), 300))
     with pytest.raises(ValueError, match="do not fit"):
@@ -419,3 +421,19 @@ def test_random_sequences_match_the_reference_and_undo_redo_exactly(start, made_
             assert (provenance[person_before] == PERSON).all()
         # Provenance stays consistent with the labels: unlabelled exactly where the label is 0.
         np.testing.assert_array_equal(provenance == UNLABELLED, labels == 0)
+
+
+def test_accept_and_merge_take_a_whole_stack_at_once():
+    """After propagation a person accepts every slice in one act; the same rules hold per pixel."""
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[1, 0, 0] = 5  # the person's pixel on the middle slice
+    provenance = proposals.initial_provenance(labels)
+    proposal = np.zeros((3, 4, 4), np.uint8)
+    proposal[:, 0, :2] = 1
+    edit = proposals.accept(labels, provenance, proposal)
+    new_labels, new_provenance = proposals.apply(labels, provenance, edit)
+    assert new_labels[1, 0, 0] == 5 and new_provenance[1, 0, 0] == proposals.PERSON
+    assert (new_labels[[0, 2], 0, :2] == 1).all() and new_labels[1, 0, 1] == 1
+    assert len(proposals.merge(labels, provenance, proposal)) == 5
+    with pytest.raises(ValueError, match="of one shape"):
+        proposals.accept(labels, provenance, proposal[0])

@@ -179,6 +179,13 @@ def test_smp_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "normalization",
     ]
 
+    config = json.loads((tmp_path / "smp" / "config.json").read_text())
+    del config["classes"]  # a damaged folder: one sentence, no traceback
+    (tmp_path / "smp" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="metadata is incomplete or malformed") as raised:
+        import_model(tmp_path / "smp")
+    assert "\n" not in str(raised.value)
+
 
 def _monai_unet() -> torch.nn.Module:
     from monai.networks.nets import UNet
@@ -407,6 +414,22 @@ def test_onnx_runs_but_does_not_convert(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["convert", str(path), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "cannot become a slicewise checkpoint" in capsys.readouterr().err
 
+    fixed = tmp_path / "fixed_batch.onnx"  # the export default: a batch of exactly one
+    spatial = {"image": {2: "h", 3: "w"}, "logits": {2: "h", 3: "w"}}
+    torch.onnx.export(
+        network,
+        (torch.rand(1, 1, 32, 32),),
+        str(fixed),
+        dynamic_axes=spatial,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+    )
+    tta = slicewise.predict(
+        slicewise.load_model(fixed, "cpu"), np.random.default_rng(0).random((40, 56)), uncertainty="tta"
+    )
+    assert tta.uncertainty.shape == (40, 56)  # the 8 flipped and rotated copies ran one by one
+
 
 def test_torchscript_needs_explicit_permission(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     network = _monai_unet().eval()
@@ -419,6 +442,8 @@ def test_torchscript_needs_explicit_permission(tmp_path: Path, capsys: pytest.Ca
     assert "--allow-torchscript" in capsys.readouterr().err
     _check_import(path, tmp_path, network, channels=1, options=ImportOptions(allow_torchscript=True))
     assert _inspect(path, capsys, "--allow-torchscript")["input"]["channels"] == 1
+    trusted = slicewise.load_model(path, "cpu", allow_torchscript=True)
+    assert slicewise.predict(trusted, np.zeros((32, 40), np.float32)).labels.shape == (32, 40)
 
 
 def test_timm_classifier_points_to_the_encoder_option(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 ``Autosaver`` follows every Labels layer of the viewer that slicewise did not make (``is_output``).
 napari 0.9 tells of a change by ``events.paint`` (once per history step: a brush stroke, a fill, a
 polygon, one ``data_setitem``, which is how the edit panel's accepts write), ``events.data`` (new data)
-and ``events.set_data`` (every refresh: undo and redo of a shown layer, but also each slice change);
-a name change counts too. A change marks the layer dirty and starts a ``QTimer`` for when
-``Throttle`` allows the next save (at once after a quiet spell, then at most every few seconds).
+and ``events.set_data`` (every refresh: undo and redo of a shown layer, but also each slice change,
+so a ``set_data`` counts only when the layer's undo/redo history moved, read from napari's
+``_undo_history``/``_redo_history``); a name change counts too. A change marks the layer dirty and
+starts a ``QTimer`` for when ``Throttle`` allows the next save (at once after a quiet spell, then at
+most every few seconds).
 When it fires, the GUI thread copies the dirty layers' labels and provenance (milliseconds, even for
 a 50x512x512 stack) and a napari ``thread_worker`` writes them with ``slicewise.io.autosave``, which
-skips a copy equal to the one last written (so scrolling through slices writes nothing). Closing
+skips a copy equal to the one last written. Closing
 the dock widget writes every layer at once and marks the session cleanly closed.
 
 ``RestorePanel`` sits at the top of the dock widget: when an earlier slicewise ended without closing
@@ -47,6 +49,12 @@ LAYER_EVENTS = ("paint", "data", "set_data", "name")
 Snapshot = tuple[str, SavedLabels, int]  # (layer key, copy of the layer, generation)
 
 
+def _history_lengths(layer: Labels) -> tuple[int, int] | None:
+    """How long napari's undo and redo histories of ``layer`` are (None if this napari has none)."""
+    undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
+    return None if undo is None or redo is None else (len(undo), len(redo))
+
+
 @thread_worker
 def write_job(session: Session, snapshots: list[Snapshot]) -> str | None:
     """Write the snapshots; a failure comes back as one sentence."""
@@ -79,6 +87,7 @@ class Autosaver:
         self._throttle = Throttle(interval)
         self._layers: dict[str, Labels] = {}
         self._dirty: set[str] = set()
+        self._history: dict[str, tuple[int, int] | None] = {}  # undo/redo lengths at the last change seen
         self._numbers = itertools.count(1)
         self._generations = itertools.count(1)
         self._worker: FunctionWorker | None = None
@@ -125,9 +134,14 @@ class Autosaver:
 
     def _on_layer_event(self, event: Any) -> None:
         key = self._key(event.source)
-        if key is not None:
-            self._dirty.add(key)
-            self._schedule()
+        if key is None:
+            return
+        history = _history_lengths(event.source)
+        if event.type == "set_data" and history is not None and history == self._history.get(key):
+            return  # a refresh without an undo or redo (a slice change): nothing to save
+        self._history[key] = history
+        self._dirty.add(key)
+        self._schedule()
 
     def _schedule(self) -> None:
         if self._dirty and self._worker is None and not self._timer.isActive() and not self._closed:

@@ -26,6 +26,7 @@ from slicewise._qt.layers import META_KEY, is_output, spatial_shape
 from slicewise._qt.provenance import ProvenanceTracker, track_provenance, tracker_of, trackers
 from slicewise.core import proposals
 from slicewise.core.slices import slice_ref_from_point, take_slice
+from slicewise.core.types import SliceRef
 
 if TYPE_CHECKING:
     from slicewise._qt.widget import PredictWidget
@@ -57,6 +58,9 @@ class EditPanel(Container):
             text=f"Accept object ({ACCEPT_OBJECT_KEY})", tooltip="the proposed object under the mouse cursor"
         )
         self.overwrite = CheckBox(text="overwrite my pixels", value=False)
+        self.every_slice = CheckBox(
+            text="every slice", value=False, tooltip="Accept, Accept class and Merge take the whole stack's proposal"
+        )
         self.status = Label(value="", tooltip="the last act; pixels of the chosen labels by who set them")
         self.status.native.setWordWrap(True)  # a long status must not widen the dock
         self.extend(
@@ -66,7 +70,7 @@ class EditPanel(Container):
                 _row(self.accept_button, self.merge_button, self.reject_button),
                 _row(self.accept_class_button, self.accepted_class),
                 self.accept_object_button,
-                self.overwrite,
+                _row(self.overwrite, self.every_slice),
                 self.status,
             ]
         )
@@ -154,19 +158,25 @@ class EditPanel(Container):
                 "choose labels of the image's shape or press New labels layer."
             )
             return
-        ref = slice_ref_from_point(proposal.data.shape, proposal.world_to_data(self._viewer.dims.point), rgb=False)
-        planned = take_slice(proposal.data, ref)
+        whole = bool(self.every_slice.value) and not at_cursor
+        point = proposal.world_to_data(self._viewer.dims.point)
+        ref = SliceRef() if whole else slice_ref_from_point(proposal.data.shape, point, rgb=False)
+        where = "every slice" if whole else ref.describe()
+        planned = np.asarray(proposal.data) if whole else take_slice(proposal.data, ref)
         if not planned.any():
-            show_info(f"The proposal is empty on {ref.describe()}; predict this slice first.")
+            show_info(f"The proposal is empty on {where}; {'propagate' if whole else 'predict this slice'} first.")
             return
         if classes is not None and not np.isin(planned, classes).any():
-            show_info(f"The proposal has no class {classes[0]} on {ref.describe()}.")
+            show_info(f"The proposal has no class {classes[0]} on {where}.")
             return
         at = self._cursor_pixel(proposal, planned) if at_cursor else None
         if at_cursor and at is None:
             return
         tracker = self._tracker(person)
-        labels, provenance = take_slice(person.data, ref), take_slice(tracker.provenance, ref)
+        if whole:
+            labels, provenance = np.asarray(person.data), tracker.provenance
+        else:
+            labels, provenance = take_slice(person.data, ref), take_slice(tracker.provenance, ref)
         overwrite = bool(self.overwrite.value)
         try:
             if merge:
@@ -181,7 +191,7 @@ class EditPanel(Container):
         leading = tuple(np.full(len(edit), i) for i in ref.index)
         with tracker.model_writes():
             person.data_setitem((*leading, *edit.coords), edit.new_labels)
-        self._last_act = f"{verb}: {len(edit)} px on {ref.describe()}"
+        self._last_act = f"{verb}: {len(edit)} px on {where}"
         self._show_status()
 
     def _cursor_pixel(self, proposal: Labels, planned: np.ndarray) -> tuple[int, int] | None:

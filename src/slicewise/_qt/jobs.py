@@ -7,11 +7,13 @@ keeps it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 
 import napari
 import numpy as np
+import torch
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
@@ -64,16 +66,30 @@ class PromptRequest:
     classes: tuple[str, ...] = ()
 
 
+# a person's mistake or a full GPU ends a job as a Failure; anything else is a bug and a traceback
+PERSON_ERRORS = (SlicewiseError, torch.OutOfMemoryError)
+_LOADING = threading.Lock()  # jobs run in several worker threads and share one model cache
+
+
+def failure(error: Exception) -> Failure:
+    """The one sentence a person sees for ``error`` (one of ``PERSON_ERRORS``)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return Failure("The model ran out of GPU memory on this slice; choose device cpu or a smaller model.")
+    return Failure(str(error))
+
+
 def model_key(request: Request | PromptRequest) -> tuple[str, str, tuple[str, ...]]:
+    """The cache key of a request's model: name or path, device, and the class names given for it."""
     return (request.model, request.device, request.classes)
 
 
 def cached_model(request: Request | PromptRequest, models: ModelCache) -> LoadedModel:
-    """The request's model from the cache, loading (and caching) it the first time."""
+    """The request's model from the cache, loading (and caching) it the first time, once across threads."""
     key = model_key(request)
-    if key not in models:
-        models[key] = load_model(request.model, device=request.device, classes=request.classes or None)
-    return models[key]
+    with _LOADING:
+        if key not in models:
+            models[key] = load_model(request.model, device=request.device, classes=request.classes or None)
+        return models[key]
 
 
 @thread_worker
@@ -91,8 +107,8 @@ def predict_job(request: Request, models: ModelCache) -> Generator[Progress, Non
             target_class=request.target_class,
         )
         prediction = yield from iter_predict(model, plane, options)
-    except SlicewiseError as error:
-        return Failure(str(error))
+    except PERSON_ERRORS as error:
+        return failure(error)
     return prediction
 
 
@@ -108,8 +124,8 @@ def prompt_job(request: PromptRequest, models: ModelCache) -> Generator[Progress
             embed(model, plane)
             return None
         return (yield from iter_predict_prompts(model, plane, request.prompts, slice_ref=request.slice_ref))
-    except SlicewiseError as error:
-        return Failure(str(error))
+    except PERSON_ERRORS as error:
+        return failure(error)
 
 
 @thread_worker
@@ -120,8 +136,8 @@ def propagate_job(request: PromptRequest, models: ModelCache) -> Generator[Predi
         start = request.slice_ref.index[0] if request.slice_ref.index else 0
         stack, rgb = request.layer.data, request.layer.rgb
         return (yield from iter_propagate(model, stack, start=start, mask=request.mask, rgb=rgb))
-    except SlicewiseError as error:
-        return Failure(str(error))
+    except PERSON_ERRORS as error:
+        return failure(error)
 
 
 @thread_worker
@@ -133,8 +149,8 @@ def rank_job(
         model = cached_model(request, models)
         stack, rgb = request.layer.data, request.layer.rgb
         return (yield from iter_rank_slices(model, stack, rgb=rgb, uncertainty=request.uncertainty or "entropy"))
-    except SlicewiseError as error:
-        return Failure(str(error))
+    except PERSON_ERRORS as error:
+        return failure(error)
 
 
 def advance(bar: progress, step: Progress) -> None:

@@ -17,7 +17,7 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.layers import Image, Shapes
-from napari.layers.base._base_constants import ActionType
+from napari.layers.base import ActionType
 from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
@@ -66,6 +66,9 @@ class PromptPanel(Container):
         self._worker: GeneratorWorker | None = None
         self._pending: PromptRequest | None = None
         self._propagation: GeneratorWorker | None = None
+        self._watched: list[Shapes] = []  # boxes layers whose changes prompt this panel
+        self._closed = False
+        self._ahead_refused: set[str] = set()  # models that answered an embed-ahead with a failure
         self.boxes_button.changed.connect(self.draw_boxes)
         self.propagate_button.changed.connect(self.propagate)
         viewer.dims.events.current_step.connect(self._embed_ahead)
@@ -76,8 +79,12 @@ class PromptPanel(Container):
         return [*packaged_models(), *self._predictor.opened_models]
 
     def _shutdown(self) -> None:
+        """The dock widget closed: stop listening to the viewer and its boxes layers, drop running work."""
+        self._closed = True
         self._pending = None
         self._viewer.dims.events.current_step.disconnect(self._embed_ahead)
+        for layer in self._watched:
+            layer.events.data.disconnect(self._on_boxes)
         for worker in (self._worker, self._propagation):
             if worker is not None:
                 worker.quit()
@@ -97,7 +104,9 @@ class PromptPanel(Container):
                 edge_width=2,
                 metadata={BOXES_KEY: image.name},
             )
+        if layer is not None and layer not in self._watched:  # also a boxes layer an earlier widget made
             layer.events.data.connect(self._on_boxes)
+            self._watched.append(layer)
         return layer
 
     def draw_boxes(self) -> None:
@@ -141,7 +150,9 @@ class PromptPanel(Container):
     def _embed_ahead(self) -> None:
         """The person moved to another slice while prompting: run the encoder there now."""
         image = self._predictor.image.value
-        if image is not None and self.boxes_layer(image) is not None and self._propagation is None:
+        if str(self.prompt_model.value) in self._ahead_refused or self._propagation is not None:
+            return
+        if image is not None and self.boxes_layer(image) is not None:
             self._request(image, ())
 
     def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef | None = None) -> None:
@@ -165,14 +176,18 @@ class PromptPanel(Container):
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self._pending is not None:
+        if self._pending is not None and not self._closed:
             request, self._pending = self._pending, None
             self._start(request)
 
     def _on_result(self, request: PromptRequest, result: Prediction | Failure | None) -> None:
+        if self._closed:
+            return
         if isinstance(result, Failure):
             show_error(result.message)
             self.status.value = result.message
+            if not request.prompts:  # no more encoding ahead with this model: one notification is enough
+                self._ahead_refused.add(request.model)
         elif result is None:
             self.status.value = f"{request.slice_ref.describe()} encoded: a box there costs only the decoder"
         elif request.layer in self._viewer.layers:
@@ -218,12 +233,14 @@ class PromptPanel(Container):
         return None
 
     def _show_propagated(self, image: Image, prediction: Prediction, bar: progress) -> None:
-        if image in self._viewer.layers:
+        if not self._closed and image in self._viewer.layers:
             self._show(image, prediction)
         bar.set_description(f"slicewise: proposed {prediction.slice_ref.describe()}")
         bar.update(1)
 
     def _on_propagated(self, start: SliceRef, result: int | Failure) -> None:
+        if self._closed:
+            return
         if isinstance(result, Failure):
             show_error(result.message)
             return
@@ -231,4 +248,5 @@ class PromptPanel(Container):
 
     def _on_propagation_finished(self) -> None:
         self._propagation = None
-        self.propagate_button.text = "Propagate"
+        if not self._closed:
+            self.propagate_button.text = "Propagate"

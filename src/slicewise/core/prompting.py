@@ -10,6 +10,7 @@ embedding. Coordinates are slice pixels, x = column, y = row, as napari shows th
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
@@ -73,18 +74,19 @@ class SliceEmbedding:
     width: int
     inner: tuple[int, int]  # the slice's (H, W) inside the padded frame
 
-    @property
-    def scale(self) -> float:
-        """Network-frame pixels per slice pixel."""
-        return self.inner[0] / self.height
+    scale: float  # network-frame pixels per slice pixel: the frame's long side over the slice's
 
 
 class EmbeddingCache:
-    """The most recently used slice embeddings of one model, keyed by ``slice_key``."""
+    """The most recently used slice embeddings of one model, keyed by ``slice_key``.
+
+    Thread-safe: a prompt job and a propagation may use one model's cache at the same time.
+    """
 
     def __init__(self, max_items: int = 32) -> None:
         self.max_items = max_items
         self._items: OrderedDict[str, SliceEmbedding] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -93,24 +95,30 @@ class EmbeddingCache:
         return key in self._items
 
     def get(self, key: str) -> SliceEmbedding | None:
-        embedding = self._items.get(key)
-        if embedding is not None:
-            self._items.move_to_end(key)
-        return embedding
+        """The embedding stored under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            embedding = self._items.get(key)
+            if embedding is not None:
+                self._items.move_to_end(key)
+            return embedding
 
     def put(self, key: str, embedding: SliceEmbedding) -> None:
-        self._items[key] = embedding
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        """Store ``embedding``; the least recently used ones go beyond ``max_items``."""
+        with self._lock:
+            self._items[key] = embedding
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
 
 
 _CACHES: WeakKeyDictionary[LoadedModel, EmbeddingCache] = WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
 
 
 def embedding_cache(model: LoadedModel) -> EmbeddingCache:
     """The model's own embedding cache; it lives exactly as long as the loaded model."""
-    return _CACHES.setdefault(model, EmbeddingCache())
+    with _CACHES_LOCK:
+        return _CACHES.setdefault(model, EmbeddingCache())
 
 
 def slice_key(image: np.ndarray) -> str:
@@ -143,7 +151,9 @@ def embed(model: LoadedModel, image: np.ndarray) -> SliceEmbedding:
     batch = torch.from_numpy(prepare(image, model.spec.input)).unsqueeze(0).to(model.device)
     with torch.inference_mode(), autocast_for(model):
         features = model.adapter.embed(model.module, batch)
-    embedding = SliceEmbedding(features, height, width, network_shape(height, width, model.spec.input.size))
+    size = model.spec.input.size
+    scale = 1.0 if size is None else size / max(height, width)
+    embedding = SliceEmbedding(features, height, width, network_shape(height, width, size), scale)
     cache.put(key, embedding)
     return embedding
 
@@ -296,6 +306,7 @@ class PropagationRule:
     min_contrast: float = 0.25
 
     def keeps(self, appearance: Appearance, reference: Appearance, area: int, previous: int) -> bool:
+        """Whether a proposal of ``area`` px that looks like ``appearance`` still is the ``reference`` object."""
         if area < self.min_pixels or area > self.max_growth * previous:
             return False
         shift = abs(appearance.mean - reference.mean) / reference.spread

@@ -1,6 +1,7 @@
 """Accept and merge a model's proposal into a person's labels, with provenance and undo/redo.
 
-Three (H, W) arrays take part: ``labels``, the person's label map (0 = unlabelled);
+Three arrays of one shape take part — (H, W) for a slice, or a whole (Z, H, W) stack for an act on
+every slice: ``labels``, the person's label map (0 = unlabelled);
 ``provenance`` (uint8), who set each pixel (``UNLABELLED``, ``PERSON`` or ``MODEL``); and
 ``proposal``, a model's label map (0 = background). Every operation is pure: it reads the arrays
 and returns an ``Edit`` listing only the pixels that change (flat index, old and new label, old and
@@ -45,9 +46,8 @@ class Edit:
     """The pixels one operation changes: flat indices into ``shape`` and their before/after values.
 
     Holds only pixels whose label or provenance changes; ``len(edit) == 0`` means nothing changes.
-    The arrays are read-only so an edit kept in a history cannot be altered afterwards. The
-    operations here make 2D edits; ``apply``/``revert`` take an edit of any shape (the widget
-    records a whole stack's changes this way).
+    The arrays are read-only so an edit kept in a history cannot be altered afterwards. An edit
+    has the shape of the arrays it was made from: a slice, or a whole stack.
     """
 
     shape: tuple[int, ...]
@@ -209,11 +209,11 @@ class EditHistory:
 
 
 def _check(labels: np.ndarray, provenance: np.ndarray, other: np.ndarray, name: str) -> np.ndarray:
-    """``other`` as an array, after making sure all three are 2D and of one shape."""
+    """``other`` as an array, after making sure all three have one shape of at least 2 axes."""
     other = np.asarray(other)
-    if labels.ndim != 2 or provenance.shape != labels.shape or other.shape != labels.shape:
+    if labels.ndim < 2 or provenance.shape != labels.shape or other.shape != labels.shape:
         raise ValueError(
-            f"labels, provenance and {name} must be 2D and of one shape, got "
+            f"labels, provenance and {name} must be slices or stacks of one shape, got "
             f"{labels.shape}, {provenance.shape} and {other.shape}."
         )
     return other
@@ -247,7 +247,7 @@ def _edit(labels: np.ndarray, provenance: np.ndarray, index: np.ndarray, new_lab
     old_provenance = provenance.reshape(-1)[index]
     changed = (old_labels != cast) | (old_provenance != who)
     return Edit(
-        (labels.shape[0], labels.shape[1]),
+        tuple(labels.shape),
         index[changed],
         old_labels[changed],
         cast[changed],

@@ -225,16 +225,19 @@ def read_session(path: Path) -> SessionInfo | None:
             layers.append(_read_manifest(file))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             continue
-    return SessionInfo(
-        path=path,
-        pid=int(manifest["pid"]),
-        process_started=float(manifest["process_started"]),
-        host=str(manifest["host"]),
-        started=float(manifest["started"]),
-        closed=bool(manifest["closed"]),
-        layers=tuple(layer["name"] for layer in layers),
-        saved_at=max((float(layer["saved_at"]) for layer in layers), default=float(manifest["started"])),
-    )
+    try:
+        return SessionInfo(
+            path=path,
+            pid=int(manifest["pid"]),
+            process_started=float(manifest["process_started"]),
+            host=str(manifest["host"]),
+            started=float(manifest["started"]),
+            closed=bool(manifest["closed"]),
+            layers=tuple(str(layer["name"]) for layer in layers),
+            saved_at=max((float(layer["saved_at"]) for layer in layers), default=float(manifest["started"])),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # a manifest from another version, or edited by hand: not offered
 
 
 def _sessions(root: Path) -> list[SessionInfo]:

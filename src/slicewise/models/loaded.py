@@ -165,13 +165,18 @@ def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load(
-    name_or_path: str | os.PathLike, *, device: str | torch.device = "auto", classes: tuple[str, ...] | None = None
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    classes: tuple[str, ...] | None = None,
+    allow_torchscript: bool = False,
 ) -> LoadedModel:
     """Load a bundled model by name, a slicewise ``.safetensors`` checkpoint, or a foreign model.
 
     Foreign files and folders (Hugging Face, smp, MONAI bundle, nnU-Net v2, ONNX) are read by
     ``slicewise.models.importers`` when the path is not a slicewise checkpoint; ``classes`` names
-    their classes, background first (a slicewise checkpoint keeps its own).
+    their classes, background first (a slicewise checkpoint keeps its own). TorchScript runs code
+    from the file and loads only with ``allow_torchscript``.
     """
     path = checkpoint_path(name_or_path)
     try:
@@ -183,5 +188,6 @@ def load(
             raise
         from slicewise.models.importers import ImportOptions
 
-        return load_foreign(path, device=device, options=ImportOptions(classes=classes))
+        options = ImportOptions(classes=classes, allow_torchscript=allow_torchscript)
+        return load_foreign(path, device=device, options=options)
     return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)

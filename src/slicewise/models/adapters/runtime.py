@@ -26,12 +26,16 @@ class OnnxModule(nn.Module):
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        # torch.onnx.export fixes the batch axis at 1 unless told otherwise: such a graph runs image by image
+        self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.detach().float().cpu().contiguous().numpy()
-        out = self.session.run(None, {self.input_name: batch})[0]
-        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+        step = self.fixed_batch or len(batch)
+        outs = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(outs))).to(x.device)
 
 
 class OnnxAdapter(Adapter):

@@ -124,7 +124,14 @@ def import_model(path: str | os.PathLike, options: ImportOptions | None = None) 
             f"{path} is not a format slicewise can import ({', '.join(FORMATS)}) nor a slicewise checkpoint; "
             "see docs/importers.md for the files each importer reads."
         )
-    return _module(name).read(path, options or ImportOptions())
+    try:
+        return _module(name).read(path, options or ImportOptions())
+    except (KeyError, IndexError, TypeError, ValueError, RecursionError) as error:
+        # a folder or file that looks like the format but whose metadata is incomplete or malformed
+        raise CheckpointError(
+            f"{path.name} looks like a {name} model, but its metadata is incomplete or malformed "
+            f"({type(error).__name__}: {str(error)[:120]}); check the files against docs/importers.md."
+        ) from error
 
 
 def load_foreign(

@@ -23,6 +23,10 @@ DEFAULT_DIVISOR = 32
 _PROBE_SIZE = 64
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def detect(path: Path) -> bool:
     if not (path.is_file() and zipfile.is_zipfile(path)):
         return False
@@ -34,17 +38,23 @@ def read(path: Path, options: ImportOptions) -> Imported:
     if not options.allow_torchscript:
         raise CheckpointError(
             f"{path.name} is TorchScript, which runs code stored in the file; load it only if you trust its author, "
-            "with --allow-torchscript (ImportOptions(allow_torchscript=True))."
+            "with slicewise.load_model(path, allow_torchscript=True) or --allow-torchscript on the command line."
         )
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except RuntimeError as error:
-        raise CheckpointError(f"torch.jit.load cannot read {path.name} ({str(error).splitlines()[0]}).") from error
+        raise CheckpointError(f"torch.jit.load cannot read {path.name} ({_first_line(error)}).") from error
     convs = [value for value in module.state_dict().values() if value.ndim == 4]
     channels = options.channels or (int(convs[0].shape[1]) if convs else None)
     adapter = TorchScriptAdapter()
-    with torch.inference_mode():
-        probe = adapter.logits(module, torch.zeros(1, channels or 3, _PROBE_SIZE, _PROBE_SIZE))
+    try:
+        with torch.inference_mode():
+            probe = adapter.logits(module, torch.zeros(1, channels or 3, _PROBE_SIZE, _PROBE_SIZE))
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path.name} does not run on a {channels or 3}-channel {_PROBE_SIZE}² image ({_first_line(error)}); "
+            "pass its input channels with --channels, or export it with a dynamic input size."
+        ) from error
     outputs = int(probe.shape[1])
     output, in_channels, normalization, assumed = resolve_io(
         outputs=outputs, options=options, channels=channels, activation="sigmoid" if outputs == 1 else "softmax"
