@@ -191,8 +191,9 @@ class Autosaver:
         self._worker = None
         self._schedule()
 
-    def save_now(self, layers: list[Labels] | None = None) -> None:
-        """Write ``layers`` (default: every watched layer) in this thread, skipping unchanged ones."""
+    def save_now(self, layers: list[Labels] | None = None) -> bool:
+        """Write ``layers`` (default: every watched layer) in this thread, skipping unchanged ones; False if
+        the write failed (one notification)."""
         keys = set(self._layers) if layers is None else {self._key(layer) for layer in layers} - {None}
         self._dirty -= keys
         try:
@@ -200,6 +201,8 @@ class Autosaver:
                 self.session.write(key, saved, generation)
         except OSError as error:
             show_error(f"Autosave to {self.session.root} failed ({error}); save your labels layers now.")
+            return False
+        return True
 
     def close(self) -> None:
         """Write every watched layer, mark the session cleanly closed and stop following the viewer.
@@ -269,8 +272,8 @@ class RestorePanel(Container):
             show_error(str(error))
             return
         layers = [restore_layer(self._viewer, labels) for labels in saved]
-        self._autosaver.save_now(layers)
-        autosave.discard(info.path)
+        if self._autosaver.save_now(layers):  # the old files go only once this session holds a copy
+            autosave.discard(info.path)
         self.sessions.pop(0)
         self._show()
         if layers:

@@ -174,7 +174,10 @@ class PredictWidget(Container):
             uncertainty=None if self.uncertainty.value == "none" else str(self.uncertainty.value),
             explain=None if self.explain.value == "none" else str(self.explain.value),
             target_class=int(self.target_class.value) or None,
-            classes=tuple(name.strip() for name in str(self.classes.value).split(",") if name.strip()),
+            # names matter only to an opened foreign model; bundled models keep one cache entry
+            classes=tuple(name.strip() for name in str(self.classes.value).split(",") if name.strip())
+            if str(self.model.value) in self.opened_models
+            else (),
         )
 
     def cancel(self) -> None:

@@ -42,7 +42,7 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir() and entry.suffix.lower() != ".zarr":  # a zarr store is one image
-            found.extend(sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(sorted(p for p in entry.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".zarr")))
         elif entry.exists():
             found.append(entry)
         else:
