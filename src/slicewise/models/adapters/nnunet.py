@@ -50,6 +50,18 @@ def resolve_operator(key: str, name: str | None) -> type[nn.Module] | None:
     return _OPERATORS[short]
 
 
+# the layers every nnU-Net v2 default U-Net uses (older plans files name only the sizes)
+NNUNET_LAYERS: dict[str, Any] = {
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+
+
 class NnUNetAdapter(Adapter):
     arch = "nnunet"
     family = "nnunet"
@@ -64,13 +76,7 @@ class NnUNetAdapter(Adapter):
         "strides": [[1, 1], [2, 2], [2, 2], [2, 2]],
         "n_conv_per_stage": [2, 2, 2, 2],
         "n_conv_per_stage_decoder": [2, 2, 2],
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
+        **NNUNET_LAYERS,
     }
 
     def input_divisor(self, spec: ModelSpec) -> int:

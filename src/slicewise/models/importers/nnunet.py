@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from slicewise.errors import CheckpointError
-from slicewise.models.adapters.nnunet import NETWORKS
+from slicewise.models.adapters.nnunet import NETWORKS, NNUNET_LAYERS
 from slicewise.models.importers import Imported, ImportOptions, read_tensors, registry_spec
 
 CHECKPOINTS = ("checkpoint_final", "checkpoint_best", "checkpoint_latest")
@@ -117,13 +117,7 @@ def _architecture(configuration: dict[str, Any]) -> dict[str, Any]:
         "strides": configuration["pool_op_kernel_sizes"],
         "n_conv_per_stage": configuration["n_conv_per_stage_encoder"],
         "n_conv_per_stage_decoder": configuration["n_conv_per_stage_decoder"],
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
+        **NNUNET_LAYERS,
     }
 
 
