@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
@@ -24,6 +24,7 @@ from slicewise.models.spec import NORMALIZATIONS
 if TYPE_CHECKING:
     from slicewise.models.importers import ImportOptions
     from slicewise.models.loaded import Ensemble, LoadedModel
+    from slicewise.models.spec import ModelSpec
 
 
 def _is_rgb(image: np.ndarray, model: LoadedModel | Ensemble) -> bool:
@@ -121,6 +122,25 @@ def _import_options(args: argparse.Namespace) -> ImportOptions:
     )
 
 
+def _input_info(spec: ModelSpec) -> dict[str, Any]:
+    """What a model takes, for ``inspect --json``."""
+    return {
+        "channels": spec.input.channels,
+        "normalization": spec.input.normalization,
+        "divisor": spec.input.divisor,
+        "size": spec.input.size,
+    }
+
+
+def _input_line(spec: ModelSpec) -> str:
+    """What a model takes, in words, for ``inspect``."""
+    resized = f"long side resized to {spec.input.size} px, " if spec.input.size else ""
+    return (
+        f"{spec.input.channels} channel(s), {spec.input.normalization} normalisation, "
+        f"{resized}padded to a multiple of {spec.input.divisor}"
+    )
+
+
 def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
     """Describe a foreign model: its format and class, and the spec slicewise reads from it."""
     from slicewise.models.importers import import_model
@@ -135,17 +155,12 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
         "architecture": spec.arch,
         "classes": list(spec.output.class_names),
         "activation": spec.output.activation,
-        "input": {
-            "channels": spec.input.channels,
-            "normalization": spec.input.normalization,
-            "divisor": spec.input.divisor,
-            "size": spec.input.size,
-        },
+        "input": _input_info(spec),
         "init_kwargs": spec.init_kwargs,
         "details": imported.details,
         "assumed": list(imported.assumed),
         "convertible": imported.state_dict is not None,
-        "prompts": list(get_adapter(spec.arch).prompt_kinds) if imported.state_dict is not None else [],
+        "prompts": list((imported.adapter or get_adapter(spec.arch)).prompt_kinds),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -154,10 +169,7 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
     print(f"  format        {imported.format} ({', '.join(f'{k} {v}' for k, v in imported.details.items())})")
     print(f"  architecture  {spec.arch} {json.dumps(spec.init_kwargs)}")
     print(f"  classes       {', '.join(info['classes'])} ({spec.output.activation})")
-    print(
-        f"  input         {spec.input.channels} channel(s), {spec.input.normalization} normalisation, "
-        f"padded to a multiple of {spec.input.divisor}"
-    )
+    print(f"  input         {_input_line(spec)}")
     if imported.assumed:
         print(f"  assumed       {', '.join(imported.assumed)}: not in the file; pass --{' --'.join(imported.assumed)}")
     if info["prompts"]:
@@ -187,12 +199,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "kind": adapter.kind,
         "architecture": header.spec.arch,
         "classes": list(header.spec.output.class_names),
-        "input": {
-            "channels": header.spec.input.channels,
-            "normalization": header.spec.input.normalization,
-            "divisor": header.spec.input.divisor,
-            "size": header.spec.input.size,
-        },
+        "input": _input_info(header.spec),
         "init_kwargs": header.spec.init_kwargs,
         "prompts": list(adapter.prompt_kinds),
         "format_version": header.format_version,
@@ -205,11 +212,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
     print(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
     print(f"  classes       {', '.join(info['classes'])}")
-    resized = f"long side resized to {header.spec.input.size} px, " if header.spec.input.size else ""
-    print(
-        f"  input         {info['input']['channels']} channel(s), {info['input']['normalization']} normalisation, "
-        f"{resized}padded to a multiple of {info['input']['divisor']}"
-    )
+    print(f"  input         {_input_line(header.spec)}")
     if adapter.prompt_kinds:
         print(f"  prompts       {', '.join(adapter.prompt_kinds)}")
     for key, value in header.provenance.items():

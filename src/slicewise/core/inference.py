@@ -11,6 +11,7 @@ import time
 from collections.abc import Generator
 from contextlib import nullcontext
 from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import Ensemble, LoadedModel
 
 _STAGES = ("prepare", "forward", "postprocess")
+T = TypeVar("T")
 
 
 def autocast_for(model: LoadedModel) -> torch.autocast | nullcontext:
@@ -160,11 +162,15 @@ def iter_predict(
     )
 
 
-def predict(model: LoadedModel | Ensemble, image: np.ndarray, options: PredictOptions | None = None) -> Prediction:
-    """Run ``iter_predict`` to the end and return its ``Prediction``."""
-    generator = iter_predict(model, image, options)
+def run_to_end(generator: Generator[Any, None, T]) -> T:
+    """Drain a progress-yielding generator (``iter_predict`` and its kin) and return its result."""
     while True:
         try:
             next(generator)
         except StopIteration as stop:
             return stop.value
+
+
+def predict(model: LoadedModel | Ensemble, image: np.ndarray, options: PredictOptions | None = None) -> Prediction:
+    """Run ``iter_predict`` to the end and return its ``Prediction``."""
+    return run_to_end(iter_predict(model, image, options))

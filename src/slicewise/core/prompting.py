@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
 
-from slicewise.core.inference import autocast_for, probabilities_from_logits, to_slice
+from slicewise.core.inference import autocast_for, probabilities_from_logits, run_to_end, to_slice
 from slicewise.core.preprocess import network_shape, prepare
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, Progress, SliceRef
@@ -253,12 +253,7 @@ def predict_prompts(
     uncertainty: str | None = None,
 ) -> Prediction:
     """Run ``iter_predict_prompts`` to the end."""
-    generator = iter_predict_prompts(model, image, prompts, slice_ref=slice_ref, uncertainty=uncertainty)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_predict_prompts(model, image, prompts, slice_ref=slice_ref, uncertainty=uncertainty))
 
 
 def box_from_mask(mask: np.ndarray, *, margin: float = 0.05) -> Box | None:
