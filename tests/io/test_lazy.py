@@ -97,7 +97,7 @@ def test_missing_and_damaged_files_raise_one_sentence(tmp_path):
         open_lazy(tmp_path / "missing.tif")
     damaged = tmp_path / "damaged.tif"
     damaged.write_bytes(b"II*\x00" + b"\xff" * 64)
-    with pytest.raises(ImageError, match="Cannot open damaged.tif lazily"):
+    with pytest.raises(ImageError, match="Cannot read damaged.tif"):
         open_lazy(damaged)
 
 

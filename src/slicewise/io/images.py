@@ -11,30 +11,48 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from slicewise.errors import ImageError
+from slicewise.io.checks import check_decoded, decoding, plane_of, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as stored: (H, W), (H, W, 3|4), or a stack (Z, H, W[, C]) for TIFF/.npy."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path} is not a file; pass an image file or a folder of images.")
+    """An image as stored: (H, W), (H, W, 3|4), or a stack (Z, H, W[, C]) for TIFF/.npy.
+
+    The header is checked before the pixels are decoded (see ``slicewise.io.checks``): a pipe, a
+    header that states more pixels than the file can hold, or a slice over the size limit is one
+    ``ImageError``, and so is whatever the decoder raises on a damaged file.
+    """
+    path = regular_file(path, "an image file or a folder of images")
     suffix = path.suffix.lower()
-    try:
+    with decoding(path, f"a {suffix.lstrip('.') or 'image'} image"):
         if suffix in (".tif", ".tiff"):
+            shape, dtype, compressed = tiff_header(path)
+            check_decoded(path, shape, dtype.itemsize, plane=plane_of(shape), compressed=compressed)
             return tifffile.imread(path)
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            mapped = np.load(path, allow_pickle=False, mmap_mode="r")  # the header only; nothing read yet
+            check_decoded(
+                path, mapped.shape or (0,), mapped.dtype.itemsize, plane=plane_of(mapped.shape), compressed=False
+            )
+            return np.array(mapped)
         with Image.open(path) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            check_decoded(path, (height, width, bands), 1, plane=(height, width))
             if image.mode in ("P", "CMYK", "YCbCr", "LA"):
                 image = image.convert("RGB")
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(f"Cannot read {path.name} as an image ({error}).") from error
+
+
+def tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """A TIFF's first series as its header states it: (shape, dtype, whether its data is compressed)."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return tuple(series.shape), np.dtype(series.dtype), tif.pages.first.compression != 1
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:

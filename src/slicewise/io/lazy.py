@@ -16,8 +16,9 @@ import numpy as np
 import tifffile
 import zarr
 
-from slicewise.errors import ImageError
-from slicewise.io.images import read_image
+from slicewise.errors import ImageError, one_line
+from slicewise.io.checks import check_decoded, check_plane, decoding, plane_of, regular_file
+from slicewise.io.images import read_image, tiff_header
 
 __all__ = ["EAGER_LIMIT_BYTES", "LAZY_SUFFIXES", "is_lazy_path", "open_image", "open_lazy"]
 
@@ -38,18 +39,28 @@ def open_lazy(path: str | os.PathLike) -> zarr.Array:
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path} does not exist; pass a TIFF file or a .zarr store.")
-    try:
-        if path.suffix.lower() == ".zarr":
-            node = zarr.open(path, mode="r")
-        else:
-            node = zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r")
-    except (OSError, ValueError, KeyError, RuntimeError) as error:  # what tifffile and zarr raise on foreign files
-        raise ImageError(f"Cannot open {path.name} lazily ({error}); check that it is a TIFF or zarr file.") from error
-    if isinstance(node, zarr.Group):
-        names = sorted(node.array_keys())
-        if not names:
-            raise ImageError(f"The zarr group {path.name} holds no array; open the array inside it.")
-        node = node[names[0]]
+    with decoding(path, "a TIFF file or zarr store"):
+        try:
+            if path.suffix.lower() == ".zarr":
+                node = zarr.open(path, mode="r")
+            else:
+                regular_file(path, "a TIFF file")
+                shape, dtype, compressed = tiff_header(path)
+                # lazily: the sizes must still be real and a slice must fit, but the whole need not
+                check_decoded(path, shape, dtype.itemsize, plane=plane_of(shape), compressed=compressed, limit=None)
+                node = zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r")
+        except (OSError, ValueError, KeyError, RuntimeError) as error:  # what tifffile and zarr raise on foreign files
+            raise ImageError(
+                one_line(f"Cannot open {path.name} lazily ({error}); check that it is a TIFF or zarr file.")
+            ) from error
+        if isinstance(node, zarr.Group):
+            names = sorted(node.array_keys())
+            if not names:
+                raise ImageError(f"The zarr group {path.name} holds no array; open the array inside it.")
+            node = node[names[0]]
+        if node.ndim < 2 or node.size == 0:
+            raise ImageError(f"{path.name} holds no image (shape {tuple(node.shape)}); pass an image with pixels.")
+        check_plane(path, *plane_of(node.shape))
     return node
 
 

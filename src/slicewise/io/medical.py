@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 
 from slicewise import __version__
 from slicewise.errors import ImageError
+from slicewise.io.checks import MAX_DECODED_BYTES, check_decoded, check_plane, decoding, regular_file
 
 __all__ = ["MEDICAL_SUFFIXES", "LABEL_SUFFIXES", "Volume", "is_medical_path", "read_volume", "write_labels"]
 
@@ -144,17 +145,17 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if not path.exists():
         raise ImageError(f"{path} does not exist; pass a NIfTI, NRRD or DICOM file or a DICOM series folder.")
     if path.is_dir():
-        return _read_dicom_folder(path)
+        with decoding(path, "a DICOM series"):
+            return _read_dicom_folder(path)
+    regular_file(path, "a NIfTI, NRRD or DICOM file")
     suffix = _suffix(path)
-    try:
+    with decoding(path, f"a {suffix or 'DICOM'} file"):
         if suffix in (".nii", ".nii.gz"):
             return _read_nifti(path)
         if suffix == ".nrrd":
             return _read_nrrd(path)
         if suffix == ".dcm" or _is_dicom_file(path):
             return _read_dicom_file(path)
-    except _READ_ERRORS as error:
-        raise ImageError(f"Cannot read {path.name} as a {suffix or 'DICOM'} file ({error}).") from error
     raise ImageError(f"{path.name} is not a NIfTI (.nii, .nii.gz), NRRD (.nrrd) or DICOM file.")
 
 
@@ -196,7 +197,18 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume) -
 
 
 def _read_nifti(path: Path) -> Volume:
-    image = nib.load(path)
+    image = nib.load(path)  # the header only; the data stays on disk until asked for
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) >= 2:
+        offset = 0 if _suffix(path) == ".nii.gz" else int(image.dataobj.offset)
+        check_decoded(
+            path,
+            shape,
+            image.get_data_dtype().itemsize,
+            plane=(shape[1], shape[0]),
+            compressed=_suffix(path) == ".nii.gz",
+            offset=offset,
+        )
     raw = np.asanyarray(image.dataobj.get_unscaled())
     if raw.ndim > 3 and all(n == 1 for n in raw.shape[3:]):
         raw = raw.reshape(raw.shape[:3])
@@ -207,6 +219,11 @@ def _read_nifti(path: Path) -> Volume:
 
 
 def _read_nrrd(path: Path) -> Volume:
+    header = nrrd.read_header(str(path))
+    sizes = [int(n) for n in np.atleast_1d(header.get("sizes", []))][::-1]  # C order: (z, y, x)
+    if len(sizes) >= 2:
+        itemsize = nrrd.reader._determine_datatype(header).itemsize
+        check_decoded(path, sizes, itemsize, compressed=header.get("encoding", "raw") not in ("raw",))
     data, header = nrrd.read(str(path), index_order="C")
     if data.ndim not in (2, 3):
         raise ImageError(f"{path.name} has {data.ndim} axes; slicewise reads 2D and 3D single-channel NRRD files.")
@@ -299,6 +316,14 @@ def _stack_dicom(members: list[tuple[Path, pydicom.Dataset]], source: Path) -> V
     affine[:3, 1] = col_dir * row_spacing
     affine[:3, 2] = normal * slice_spacing
     affine[:3, 3] = positions[0]
+    rows, columns = int(first.Rows), int(first.Columns)
+    check_plane(source, rows, columns)
+    stored = len(members) * rows * columns * max(1, int(first.get("BitsAllocated", 16) or 16) // 8)
+    if stored > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"{source.name} holds {stored / 2**30:.1f} GiB of pixels, more than the "
+            f"{MAX_DECODED_BYTES / 2**30:.0f} GiB slicewise reads at once; open a smaller series."
+        )
     raw = np.stack([ds.pixel_array for _, ds in members])
     slopes = np.asarray([float(ds.get("RescaleSlope", 1) or 1) for _, ds in members]).reshape(-1, 1, 1)
     intercepts = np.asarray([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in members]).reshape(-1, 1, 1)

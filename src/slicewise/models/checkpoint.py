@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from slicewise.errors import CheckpointError
+from slicewise.errors import CheckpointError, one_line
 from slicewise.models.spec import ModelSpec
 
 FORMAT_VERSION = "1"
@@ -79,6 +79,10 @@ def _check_readable(path: Path) -> None:
         raise CheckpointError(f"Checkpoint {path} does not exist; pass a .safetensors file or a bundled model name.")
     if path.is_dir():
         raise CheckpointError(f"Checkpoint {path} is a folder; pass the .safetensors file inside it.")
+    if not path.is_file():  # a FIFO, socket or device would block or stream forever
+        raise CheckpointError(
+            f"Checkpoint {path} is not a regular file (a pipe or a device); pass a .safetensors file."
+        )
 
 
 def read_header(path: str | os.PathLike) -> CheckpointHeader:
@@ -101,9 +105,11 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
     try:
         spec = ModelSpec.from_json(metadata[_SPEC_KEY])
         provenance = json.loads(metadata.get(_PROVENANCE_KEY, "{}"))
-    except (ValueError, KeyError, TypeError) as error:
+        if not isinstance(provenance, dict):
+            raise TypeError(f"the provenance is a JSON {type(provenance).__name__}, not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise CheckpointError(
-            f"The model spec in {path.name} is malformed ({error}); re-export the checkpoint."
+            one_line(f"The model spec in {path.name} is malformed ({error}); re-export the checkpoint.")
         ) from error
     return CheckpointHeader(spec=spec, provenance=provenance, format_version=metadata.get(_VERSION_KEY, "?"))
 

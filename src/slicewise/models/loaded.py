@@ -119,6 +119,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
     return resolved
 
+    from slicewise.models.validate import build_checked, check_weights
+
 
 def from_state(
     spec: ModelSpec,
@@ -130,7 +132,8 @@ def from_state(
 ) -> LoadedModel:
     """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``."""
     adapter = get_adapter(spec.arch)
-    module = adapter.build(spec)
+    check_weights(adapter, spec, state_dict, source)  # names, shapes, dtypes, finiteness: before allocating
+    module = build_checked(adapter, spec, source)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

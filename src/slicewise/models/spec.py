@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any
 
 NORMALIZATIONS = ("percentile", "zscore", "none")
+# bounds a spec from an untrusted file must keep (labels are uint8; slices are at most 4096 px a side)
+MAX_CHANNELS = 64
+MAX_CLASSES = 255
+MAX_DIVISOR = 1024
+MAX_SIZE = 4096
 ACTIVATIONS = ("softmax", "sigmoid")
 
 
@@ -36,8 +42,18 @@ class InputSpec:
     size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        for name in ("channels", "divisor", "size"):
+            value = getattr(self, name)
+            if (value is not None or name != "size") and (not isinstance(value, Integral) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an integer, got {value!r:.40}")
+        if not 1 <= self.channels <= MAX_CHANNELS:
+            raise ValueError(f"channels must be 1 to {MAX_CHANNELS}, got {self.channels}")
+        if self.divisor > MAX_DIVISOR:
+            raise ValueError(f"divisor must be at most {MAX_DIVISOR}, got {self.divisor}")
+        if self.size is not None and self.size > MAX_SIZE:
+            raise ValueError(f"size must be at most {MAX_SIZE}, got {self.size}")
+        if len(self.percentiles) != 2:
+            raise ValueError(f"percentiles must be two numbers, got {self.percentiles!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.divisor < 1:
@@ -55,8 +71,12 @@ class OutputSpec:
     activation: str = "softmax"
 
     def __post_init__(self) -> None:
+        if isinstance(self.class_names, str) or not all(isinstance(n, str) for n in self.class_names):
+            raise TypeError(f"class_names must be a list of strings, got {self.class_names!r}")
         if len(self.class_names) < 2:
             raise ValueError("class_names needs at least background and one class")
+        if len(self.class_names) > MAX_CLASSES:
+            raise ValueError(f"at most {MAX_CLASSES} classes fit a label map, got {len(self.class_names)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -85,6 +105,12 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """A spec from JSON values; values of the wrong JSON type are a ``TypeError`` naming the field."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a model spec is a JSON object, not a {type(data).__name__}")
+        for key, kind in (("arch", str), ("name", str), ("init_kwargs", dict), ("input", dict), ("output", dict)):
+            if key in data and not isinstance(data[key], kind):
+                raise TypeError(f"the spec's {key} must be a JSON {kind.__name__}, got {data[key]!r:.60}")
         return cls(
             arch=data["arch"],
             init_kwargs=dict(data.get("init_kwargs", {})),

@@ -62,7 +62,9 @@ class TransformersAdapter(Adapter):
             options["state_dict"] = read_weights(pretrained)
         name = self.pretrained_id if cached else None
         try:
-            loaded, info = type(encoder).from_pretrained(name, local_files_only=True, **options)
+            loaded, info = type(encoder).from_pretrained(
+                name, local_files_only=True, trust_remote_code=False, **options
+            )
         except OSError as error:
             raise PretrainedWeightsError(
                 f"The weights of {self.pretrained_id} are not in the local Hugging Face cache; "

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slicewise.errors import CheckpointError, PretrainedWeightsError
+from slicewise.errors import CheckpointError, PretrainedWeightsError, one_line
 from slicewise.models.adapters.base import Adapter, read_weights
 from slicewise.models.spec import NORMALIZATIONS, ModelSpec, OutputSpec
 
@@ -110,7 +110,7 @@ def _module(name: str) -> Any:
 def detect_format(path: str | os.PathLike) -> str | None:
     """The foreign format of a file or folder, or None when no importer recognises it."""
     path = Path(path)
-    if not path.exists():
+    if not (path.is_dir() or path.is_file()):  # missing, or a pipe or device that reading would block on
         return None
     return next((name for name in FORMATS if _module(name).detect(path)), None)
 
@@ -126,11 +126,13 @@ def import_model(path: str | os.PathLike, options: ImportOptions | None = None) 
         )
     try:
         return _module(name).read(path, options or ImportOptions())
-    except (KeyError, IndexError, TypeError, ValueError, RecursionError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError, OverflowError) as error:
         # a folder or file that looks like the format but whose metadata is incomplete or malformed
         raise CheckpointError(
-            f"{path.name} looks like a {name} model, but its metadata is incomplete or malformed "
-            f"({type(error).__name__}: {str(error)[:120]}); check the files against docs/importers.md."
+            one_line(
+                f"{path.name} looks like a {name} model, but its metadata is incomplete or malformed "
+                f"({type(error).__name__}: {str(error)[:120]}); check the files against docs/importers.md."
+            )
         ) from error
 
 

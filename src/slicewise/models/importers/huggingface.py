@@ -5,8 +5,9 @@ onto ``upernet_convnext``/``upernet_swin``, and a DPT segmenter on a DINOv2 back
 (``model_type`` ``dpt`` with a ``dinov2`` ``backbone_config``) onto ``dpt_dinov2``: the init
 kwargs are the config's model-specific fields. Class names come from ``id2label`` (unless they
 are transformers' ``LABEL_n`` placeholders), input channels from ``num_channels``. The config is
-read by transformers' ``AutoConfig`` (plain JSON; a config that needs remote code is refused by
-transformers itself).
+read by transformers' ``AutoConfig`` with ``trust_remote_code=False``, and only after slicewise has
+refused a folder that asks for code: an ``auto_map`` entry in any of its JSON files, or Python files
+beside the config (transformers would otherwise offer to run them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from slicewise._compat import ensure_torchvision_ops
-from slicewise.errors import CheckpointError
+from slicewise.errors import CheckpointError, one_line
 from slicewise.models.importers import Imported, ImportOptions, read_config_json, read_tensors, registry_spec
 from slicewise.models.spec import ModelSpec
 
@@ -91,12 +92,28 @@ def _state_dict(spec: ModelSpec, tensors: dict[str, torch.Tensor], weights: Path
     conversions of transformers 5); tensors the network lacks (UperNet's training-only
     auxiliary head) are left out, and a tensor the file lacks is an error.
     """
-    from slicewise.models.registry import build_model
+    from slicewise.models.registry import get_adapter
+    from slicewise.models.validate import build_checked, meta_module
 
-    network = build_model(spec)
-    loaded, info = type(network).from_pretrained(
-        None, config=network.config, state_dict=tensors, output_loading_info=True, local_files_only=True
-    )
+    adapter = get_adapter(spec.arch)
+    meta_module(adapter, spec, weights.parent.name)  # a config of absurd widths is refused before allocating
+    network = build_checked(adapter, spec, weights.parent.name)
+    try:
+        loaded, info = type(network).from_pretrained(
+            None,
+            config=network.config,
+            state_dict=tensors,
+            output_loading_info=True,
+            local_files_only=True,
+            trust_remote_code=False,
+        )
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            one_line(
+                f"transformers cannot load {weights.name} into the network its config.json describes "
+                f"({type(error).__name__}: {str(error)[:120]}); the folder's weights and config do not belong together."
+            )
+        ) from error
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise CheckpointError(
@@ -106,12 +123,44 @@ def _state_dict(spec: ModelSpec, tensors: dict[str, torch.Tensor], weights: Path
     return loaded.state_dict()
 
 
+def _asks_for_code(value: Any, depth: int = 0) -> bool:
+    """Whether a JSON value holds an ``auto_map`` (transformers' pointer to Python code in the folder)."""
+    if depth > 20:
+        return True  # nesting this deep is no real config; refuse rather than recurse
+    if isinstance(value, dict):
+        return "auto_map" in value or any(_asks_for_code(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_asks_for_code(v, depth + 1) for v in value)
+    return False
+
+
+def refuse_remote_code(path: Path) -> None:
+    """Refuse a folder whose config asks transformers to run code from it, before transformers reads it."""
+    for file in sorted(path.glob("*.json")):
+        try:
+            values = json.loads(file.read_text())
+        except (ValueError, OSError, RecursionError):
+            continue  # a malformed JSON file asks for nothing; transformers or the importer will say what is wrong
+        if _asks_for_code(values):
+            raise CheckpointError(
+                f"{file.name} in {path.name} has an auto_map, asking to run Python code stored with the model; "
+                "slicewise never runs code from a model folder, so export the model to ONNX and load the .onnx file."
+            )
+    code = sorted(p.name for p in path.glob("*.py"))
+    if code:
+        raise CheckpointError(
+            f"{path.name} holds Python code ({code[0]}) beside its config.json; slicewise never runs code from a "
+            "model folder, so remove the .py files or export the model to ONNX."
+        )
+
+
 def read(path: Path, options: ImportOptions) -> Imported:
+    refuse_remote_code(path)
     ensure_torchvision_ops()
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (ValueError, KeyError, OSError) as error:
         raise CheckpointError(
             f"transformers cannot read {path / 'config.json'} ({str(error).splitlines()[0]}); slicewise imports "

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slicewise.errors import CheckpointError
+from slicewise.errors import CheckpointError, one_line
 from slicewise.models.importers import Imported, ImportOptions, read_tensors, registry_spec
 
 _NETWORKS = {
@@ -39,11 +39,23 @@ def detect(path: Path) -> bool:
 
 
 def _load_config(file: Path) -> dict[str, Any]:
-    if file.suffix in (".yaml", ".yml"):
-        import yaml
+    """A bundle config as a dict; YAML through ``safe_load`` (no ``!!python`` tags), malformed files one sentence."""
+    import yaml
 
-        return yaml.safe_load(file.read_text())
-    return json.loads(file.read_text())
+    try:
+        values = yaml.safe_load(file.read_text()) if file.suffix in (".yaml", ".yml") else json.loads(file.read_text())
+    except (yaml.YAMLError, ValueError, RecursionError) as error:
+        raise CheckpointError(
+            one_line(
+                f"The MONAI bundle config {file.name} is not valid {file.suffix[1:].upper()} ({error}); "
+                "fix or re-export it."
+            )
+        ) from error
+    if not isinstance(values, dict):
+        raise CheckpointError(
+            f"The MONAI bundle config {file.name} must hold one object (a mapping of names to values)."
+        )
+    return values
 
 
 def _inference_config(path: Path) -> dict[str, Any]:
@@ -118,7 +130,7 @@ def _network_kwargs(network: dict[str, Any], arch: str) -> dict[str, Any]:
 
 def _data_format(path: Path) -> tuple[int | None, tuple[str, ...] | None]:
     """Input channels and class names from ``metadata.json``'s ``network_data_format``."""
-    metadata = json.loads((path / "configs" / "metadata.json").read_text())
+    metadata = _load_config(path / "configs" / "metadata.json")
     data_format = metadata.get("network_data_format", {})
     inputs = list(data_format.get("inputs", {}).values())
     outputs = list(data_format.get("outputs", {}).values())
