@@ -17,7 +17,67 @@ from slicewise.errors import SlicewiseError
 
 LOSSES = ("ce", "dice_ce")
 SCHEDULES = ("rex", "cosine")
-AUGMENTATIONS = ("standard", "flips", "none")
+AUGMENTATIONS = ("standard", "flips", "none", "generative")
+# pix2pix U-Net generator sizes: the channels of each level (MONAI UNet, one stride-2 step per level)
+GENERATORS = {
+    "tiny": (8, 16, 32, 64),
+    "small": (16, 32, 64, 128, 256),
+    "base": (32, 64, 128, 256, 512),
+    "large": (64, 128, 256, 512, 512, 512),
+}
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    """GenSeg-style generative augmentation (``augmentation: "generative"``; see docs/genseg.md).
+
+    generator: the pix2pix U-Net generator's size, one of ``GENERATORS``.
+    pretrain_epochs: epochs of pix2pix training (LSGAN + L1) on the run's own labelled pairs.
+    weight: λ, the weight of the loss on synthetic pairs beside the loss on real ones.
+    end_to_end: after pre-training, keep updating the generator with the segmenter's validation
+    loss through a one-step unrolled hypergradient (GenSeg's end-to-end form); False freezes it.
+    l1_weight: pix2pix's L1 weight beside the adversarial loss.
+    generator_lr: Adam rate of generator and discriminator (pre-training and end to end).
+    hyper_lr: Adam rate of the hypergradient step of the end-to-end form.
+    unroll_every: in the end-to-end form, one generator update every this many segmenter steps.
+    """
+
+    generator: str = "small"
+    pretrain_epochs: int = 100
+    weight: float = 1.0
+    end_to_end: bool = False
+    l1_weight: float = 100.0
+    generator_lr: float = 2e-4
+    hyper_lr: float = 1e-4
+    unroll_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise SlicewiseError(
+                f"The config's generative generator is {self.generator!r}; choose one of: {', '.join(GENERATORS)}."
+            )
+        if not self.weight >= 0:
+            raise SlicewiseError(f"The config's generative weight (λ) is {self.weight}; use 0 or more.")
+        if self.pretrain_epochs < 1 or self.unroll_every < 1:
+            raise SlicewiseError("The config's generative pretrain_epochs and unroll_every must be at least 1.")
+        if not (self.l1_weight >= 0 and self.generator_lr > 0 and self.hyper_lr > 0):
+            raise SlicewiseError(
+                "The config's generative l1_weight must be 0 or more and generator_lr and hyper_lr above 0."
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GenerativeConfig:
+        """Settings from JSON values; an unknown setting is one sentence listing the valid ones."""
+        if not isinstance(values, dict):
+            raise SlicewiseError("The config's generative must be an object of settings, such as {\"weight\": 1.0}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SlicewiseError(
+                f"Unknown generative setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"valid settings are: {', '.join(sorted(known))}."
+            )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -37,6 +97,8 @@ class TrainConfig:
     folds: 0 trains on the fixed train/val split; k ≥ 2 splits train+val into k folds (seeded)
     and validates on fold ``fold`` (the test split stays held out); ``slicewise-train fit``
     runs every fold.
+    augmentation: "standard" (MONAI flips, rotations, affine, intensity), "flips", "none", or
+    "generative": standard, plus synthetic pairs from a mask-to-image generator (``generative``).
     """
 
     data: tuple[str, ...]
@@ -62,9 +124,12 @@ class TrainConfig:
     fold: int = 0
     device: str = "auto"
     mixed_precision: bool = True
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+        if not isinstance(self.generative, GenerativeConfig):
+            object.__setattr__(self, "generative", GenerativeConfig.from_dict(self.generative))
         object.__setattr__(self, "lr_grid", tuple(float(lr) for lr in self.lr_grid))
         for name, value, allowed in (
             ("loss", self.loss, LOSSES),

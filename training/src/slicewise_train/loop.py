@@ -132,6 +132,7 @@ class Setup:
     forward: Callable[[torch.nn.Module, torch.Tensor, tuple[int, int]], torch.Tensor]
     train_set: Dataset
     val_set: Dataset
+    synthesis: Any = None  # a generative.Synthesizer with augmentation "generative" (set by ``fit``)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,11 @@ def prepare_run(config: TrainConfig, device: torch.device) -> Setup:
     model = build_model(spec, pretrained=config.pretrained).to(device)
     side = canvas_side(train + val, spec.input.size, spec.input.divisor)
     if getattr(model, "freeze_encoder", False):
+        if config.augmentation == "generative":
+            raise SlicewiseError(
+                f"Generative augmentation needs a model trained on images; {config.arch} trains a head on "
+                "frozen encoder features; use augmentation 'none' for it."
+            )
         encoder = model.encoder.eval()
         return Setup(
             spec=spec,
@@ -204,7 +210,10 @@ def prepare_run(config: TrainConfig, device: torch.device) -> Setup:
         model=model,
         trainable=model,
         forward=lambda net, images, size: adapter.logits(net, images),
-        train_set=SliceDataset(train, spec, side, config.augmentation),
+        # generative: the real pairs get the standard augmentation, the synthetic ones come on top
+        train_set=SliceDataset(
+            train, spec, side, "standard" if config.augmentation == "generative" else config.augmentation
+        ),
         val_set=SliceDataset(val, spec, side),
     )
 
@@ -325,6 +334,9 @@ def train_once(
         state = _load_last(last, trainable, optimizer)
         scaler.load_state_dict(state.pop("scaler", {}) or scaler.state_dict())
     started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
+    synthesis = setup.synthesis
+    if synthesis is not None:
+        synthesis.start()
     for epoch in range(state["epoch"], epochs):
         if state["done"]:
             break
@@ -345,7 +357,14 @@ def train_once(
             with autocast:
                 logits = setup.forward(network, inputs.to(device), tuple(labels.shape[-2:]))
             loss = loss_fn(logits.float(), labels.to(device))
+            if synthesis is not None:
+                loss = loss + synthesis.segmenter_loss(setup, network, labels, loss_fn, autocast)
             scaler.scale(loss).backward()
+            if synthesis is not None:
+                scaler.unscale_(optimizer)  # the unrolled step needs the true gradient (no-op without AMP)
+                synthesis.after_backward(
+                    setup, trainable, inputs, labels, loss_fn, learning_rate * factor(state["step"]), state["step"]
+                )
             scaler.step(optimizer)
             scaler.update()
             state["step"] += 1
@@ -450,6 +469,10 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path:
     ranks = init_distributed(device)
     set_determinism(seed=config.seed)
     setup = prepare_run(config, device)
+    if config.augmentation == "generative":
+        from slicewise_train.generative import prepare_synthesis
+
+        setup.synthesis = prepare_synthesis(config, setup, out, device, world=ranks.world)
     learning_rate, trials = choose_learning_rate(config, setup, out, device, ranks)
     state = train_once(config, setup, learning_rate, config.epochs, out, device, ranks, resume=resume)
     if ranks.main:
@@ -467,6 +490,8 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path:
             "seed": config.seed,
             "history": state["history"],
         }
+        if setup.synthesis is not None:
+            summary["generative"] = setup.synthesis.finish(out)
         (out / "history.json").write_text(json.dumps(summary, indent=1))
         (out / "config.json").write_text(config.to_json())
     return out / "model.safetensors"
