@@ -366,15 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="open napari with the widget, sample data and the default model")
     p.add_argument("--model", default=DEFAULT_MODEL)
-def _subject(args: argparse.Namespace) -> str | None:
-    """The file or folder a command was given, for naming it in an unexpected error."""
-    for key in ("model", "checkpoint", "file", "inputs", "data", "config"):
-        value = getattr(args, key, None)
-        if value:
-            return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-    return None
-
-
     p.add_argument(
         "--headless",
         action="store_true",
@@ -386,11 +377,17 @@ def _subject(args: argparse.Namespace) -> str | None:
     return parser
 
 
+def _subject(args: argparse.Namespace) -> str | None:
+    """The file or folder a command was given, for naming it in an unexpected error."""
+    for key in ("model", "checkpoint", "file", "inputs", "data", "config"):
+        value = getattr(args, key, None)
+        if value:
+            return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return None
+
+
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse and run a sub-command: the outer boundary of a command-line face.
-    except Exception as error:  # noqa: BLE001 - the outer boundary for people; boundary_error re-raises bugs in tests
-        print(f"{parser.prog}: error: {one_line(boundary_error(error, _subject(args)))}", file=sys.stderr)
-        return 2
 
     Whatever ends the command — a ``SlicewiseError``, a full disk, an exhausted memory, or an error
     nobody anticipated — becomes one stderr line naming the file and what to do, and exit status 2
@@ -402,6 +399,9 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the outer boundary for people; boundary_error re-raises bugs in tests
+        print(f"{parser.prog}: error: {one_line(boundary_error(error, _subject(args)))}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

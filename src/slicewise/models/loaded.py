@@ -119,8 +119,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
     return resolved
 
-    from slicewise.models.validate import build_checked, check_weights
-
 
 def from_state(
     spec: ModelSpec,
@@ -131,6 +129,8 @@ def from_state(
     provenance: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``."""
+    from slicewise.models.validate import build_checked, check_weights
+
     adapter = get_adapter(spec.arch)
     check_weights(adapter, spec, state_dict, source)  # names, shapes, dtypes, finiteness: before allocating
     module = build_checked(adapter, spec, source)
