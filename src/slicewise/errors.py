@@ -152,3 +152,11 @@ def boundary_error(error: BaseException, subject: object = None) -> SlicewiseErr
     if internal_errors_raise():
         raise error
     return unexpected_error(error, subject)
+
+
+class ProposalError(SlicewiseError, ValueError):
+    """An accept, reject, merge or undo that does not fit the arrays it is applied to."""
+
+
+class NothingToUndoError(SlicewiseError, IndexError):
+    """Undo or redo with an empty history."""

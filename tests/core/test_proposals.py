@@ -269,7 +269,8 @@ def test_the_core_module_imports_no_qt_or_napari():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     roots = {name.split(".")[0] for name in imported}
-    assert roots <= {"__future__", "collections", "dataclasses", "numpy", "skimage"}, roots
+    assert roots <= {"__future__", "collections", "dataclasses", "numpy", "skimage", "slicewise"}, roots
+    assert {name for name in imported if name.startswith("slicewise")} <= {"slicewise.errors"}, imported
 
 
 # Property test: random sequences of operations against a per-pixel reference written independently.

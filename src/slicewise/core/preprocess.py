@@ -13,6 +13,7 @@ from slicewise.errors import ImageError, InputSpecError
 from slicewise.models.spec import InputSpec
 
 MAX_SLICE_PIXELS = 4096 * 4096
+MIN_SLICE_SIDE = 8  # below this a slice holds too little to segment (and a U-Net's deepest map vanishes)
 _MAX_CHANNELS = 4
 
 
@@ -29,6 +30,11 @@ def check_slice(image: np.ndarray) -> None:
     height, width = image.shape[:2]
     if height == 0 or width == 0 or (image.ndim == 3 and image.shape[2] == 0):
         raise ImageError(f"The slice is empty (shape {tuple(image.shape)}); load an image with pixels.")
+    if min(height, width) < MIN_SLICE_SIDE:
+        raise ImageError(
+            f"The slice is {width}×{height} px; slicewise segments slices of at least {MIN_SLICE_SIDE} px a side, "
+            "so pick a larger region or check that the right axes are the image's."
+        )
     if height * width > MAX_SLICE_PIXELS:
         raise ImageError(
             f"The slice is {width}×{height} px, more than slicewise's limit of {MAX_SLICE_PIXELS // 1_000_000} "
@@ -79,11 +85,13 @@ def normalize(chw: np.ndarray, spec: InputSpec) -> np.ndarray:
     return x
 
 
-def pad_to_divisor(chw: np.ndarray, divisor: int) -> np.ndarray:
-    """Zero-pad bottom and right so height and width are multiples of ``divisor``."""
+def pad_to_divisor(chw: np.ndarray, divisor: int, minimum: int = 0) -> np.ndarray:
+    """Zero-pad bottom and right so height and width are multiples of ``divisor`` and at least ``minimum``."""
     height, width = chw.shape[-2:]
-    pad_h = -height % divisor
-    pad_w = -width % divisor
+    pad_h = max(-height % divisor, minimum - height)
+    pad_w = max(-width % divisor, minimum - width)
+    pad_h += -(height + pad_h) % divisor
+    pad_w += -(width + pad_w) % divisor
     if pad_h == 0 and pad_w == 0:
         return chw
     return np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)))
@@ -120,5 +128,11 @@ def to_network_frame(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """``to_network_frame``, then padded to the divisor → float32 (C, H', W')."""
-    return pad_to_divisor(to_network_frame(image, spec), spec.divisor)
+    """``to_network_frame``, then padded to the divisor → float32 (C, H', W').
+
+    Each side is padded to at least two divisors (at most ``spec.size``, which fixed-size networks
+    need exactly), so the network's deepest feature map keeps more than one element per channel
+    (instance normalisation needs two) however small the slice.
+    """
+    minimum = 2 * spec.divisor if spec.size is None else min(2 * spec.divisor, spec.size)
+    return pad_to_divisor(to_network_frame(image, spec), spec.divisor, minimum=minimum)

@@ -26,7 +26,7 @@ from slicewise.core.preprocess import network_shape, prepare
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, Progress, SliceRef
 from slicewise.core.uncertainty import normalized_entropy, slice_score
-from slicewise.errors import SlicewiseError
+from slicewise.errors import OptionError, SlicewiseError, printable
 from slicewise.models.loaded import LoadedModel
 
 Box = tuple[float, float, float, float]
@@ -50,8 +50,19 @@ class Prompt:
                 f"{len(self.points)} points but {len(self.point_labels)} point labels; give one label (1 = object, "
                 "0 = background) per point."
             )
+        if any(not hasattr(p, "__len__") or len(p) != 2 for p in self.points):
+            raise OptionError("Each point is two numbers (x, y) in pixels; draw the points again.")
         if self.box is not None:
-            x0, y0, x1, y1 = (float(v) for v in self.box)
+            try:
+                values = [float(v) for v in self.box]
+            except (TypeError, ValueError):
+                values = []
+            if len(values) != 4 or not all(np.isfinite(values)):
+                raise OptionError(
+                    f"A box is four finite numbers (x0, y0, x1, y1) in pixels, got {printable(self.box)[:60]}; "
+                    "draw the box again."
+                )
+            x0, y0, x1, y1 = values
             object.__setattr__(self, "box", (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
 
     def describe(self) -> str:

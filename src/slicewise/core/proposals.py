@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.measure import label as connected_components
 
+from slicewise.errors import NothingToUndoError, ProposalError
+
 UNLABELLED = 0
 PERSON = 1
 MODEL = 2
@@ -143,7 +145,9 @@ def apply(labels: np.ndarray, provenance: np.ndarray, edit: Edit) -> tuple[np.nd
     so an undo can never silently overwrite a change made after it.
     """
     if tuple(labels.shape) != edit.shape or tuple(provenance.shape) != edit.shape:
-        raise ValueError(f"The edit is for shape {edit.shape}, the arrays are {labels.shape} and {provenance.shape}.")
+        raise ProposalError(
+            f"The edit is for shape {edit.shape}, the arrays are {labels.shape} and {provenance.shape}."
+        )
     flat_labels = labels.reshape(-1).copy()
     flat_provenance = provenance.reshape(-1).copy()
     stale = not (
@@ -151,7 +155,7 @@ def apply(labels: np.ndarray, provenance: np.ndarray, edit: Edit) -> tuple[np.nd
         and np.array_equal(flat_provenance[edit.index], edit.old_provenance)
     )
     if stale:
-        raise ValueError("The arrays changed since this edit was made; it cannot be applied to them.")
+        raise ProposalError("The arrays changed since this edit was made; it cannot be applied to them.")
     flat_labels[edit.index] = edit.new_labels
     flat_provenance[edit.index] = edit.new_provenance
     return flat_labels.reshape(labels.shape), flat_provenance.reshape(provenance.shape)
@@ -166,7 +170,7 @@ def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
     """Pixels per provenance, e.g. ``{"unlabelled": 10, "person": 5, "model": 3}``, for export."""
     counts = np.bincount(np.asarray(provenance, dtype=np.int64).reshape(-1), minlength=len(PROVENANCE_NAMES))
     if counts.size > len(PROVENANCE_NAMES):
-        raise ValueError(f"Provenance holds codes other than {sorted(PROVENANCE_NAMES)}.")
+        raise ProposalError(f"Provenance holds codes other than {sorted(PROVENANCE_NAMES)}.")
     return {name: int(counts[code]) for code, name in PROVENANCE_NAMES.items()}
 
 
@@ -194,7 +198,7 @@ class EditHistory:
     def undo(self, labels: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New (labels, provenance) with the last edit taken back; the stacks move only if it succeeds."""
         if not self._done:
-            raise IndexError("There is nothing to undo.")
+            raise NothingToUndoError("There is nothing to undo.")
         result = revert(labels, provenance, self._done[-1])
         self._undone.append(self._done.pop())
         return result
@@ -202,7 +206,7 @@ class EditHistory:
     def redo(self, labels: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New (labels, provenance) with the last undone edit applied again."""
         if not self._undone:
-            raise IndexError("There is nothing to redo.")
+            raise NothingToUndoError("There is nothing to redo.")
         result = apply(labels, provenance, self._undone[-1])
         self._done.append(self._undone.pop())
         return result
@@ -212,7 +216,7 @@ def _check(labels: np.ndarray, provenance: np.ndarray, other: np.ndarray, name: 
     """``other`` as an array, after making sure all three have one shape of at least 2 axes."""
     other = np.asarray(other)
     if labels.ndim < 2 or provenance.shape != labels.shape or other.shape != labels.shape:
-        raise ValueError(
+        raise ProposalError(
             f"labels, provenance and {name} must be slices or stacks of one shape, got "
             f"{labels.shape}, {provenance.shape} and {other.shape}."
         )
@@ -224,7 +228,7 @@ def _component(proposal: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     row, col = at
     height, width = proposal.shape
     if not (0 <= row < height and 0 <= col < width):
-        raise ValueError(f"component_at={at} is outside the {height}x{width} slice.")
+        raise ProposalError(f"component_at={at} is outside the {height}x{width} slice.")
     value = proposal[row, col]
     if value == 0:
         return np.zeros(proposal.shape, dtype=bool)
@@ -242,7 +246,7 @@ def _edit(labels: np.ndarray, provenance: np.ndarray, index: np.ndarray, new_lab
     """The Edit that writes ``new_labels`` at flat ``index`` with provenance ``who``, minus no-op pixels."""
     cast = new_labels.astype(labels.dtype)
     if not np.array_equal(cast, new_labels):
-        raise ValueError(f"Label values {np.unique(new_labels).tolist()} do not fit the labels' {labels.dtype}.")
+        raise ProposalError(f"Label values {np.unique(new_labels).tolist()} do not fit the labels' {labels.dtype}.")
     old_labels = labels.reshape(-1)[index]
     old_provenance = provenance.reshape(-1)[index]
     changed = (old_labels != cast) | (old_provenance != who)

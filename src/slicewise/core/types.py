@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
+
+from slicewise.errors import OptionError, printable
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,27 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         if self.uncertainty is not None and self.uncertainty not in UNCERTAINTY_METHODS:
-            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_METHODS} or None, got {self.uncertainty!r}")
+            raise OptionError(
+                f"Unknown uncertainty {printable(self.uncertainty)[:40]!r}; choose one of "
+                f"{', '.join(UNCERTAINTY_METHODS)} or None."
+            )
         if self.explain is not None and self.explain not in EXPLAIN_METHODS:
-            raise ValueError(f"explain must be one of {EXPLAIN_METHODS} or None, got {self.explain!r}")
-        if self.tile_size is not None and self.tile_size < 16:
-            raise ValueError(f"tile_size must be None or >= 16, got {self.tile_size}")
+            raise OptionError(
+                f"Unknown explanation {printable(self.explain)[:40]!r}; choose one of "
+                f"{', '.join(EXPLAIN_METHODS)} or None."
+            )
+        if self.tile_size is not None and (
+            not isinstance(self.tile_size, Integral) or isinstance(self.tile_size, bool) or self.tile_size < 16
+        ):
+            raise OptionError(
+                f"tile_size must be None or a whole number of at least 16 px, got {printable(self.tile_size)[:40]}."
+            )
+        if self.target_class is not None and (
+            not isinstance(self.target_class, Integral) or isinstance(self.target_class, bool)
+        ):
+            raise OptionError(
+                f"target_class must be a class index (an integer), got {printable(self.target_class)[:40]}."
+            )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tokenize
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     AssertionError,
     struct.error,
     zlib.error,
+    tokenize.TokenError,  # numpy parses a .npy header as a Python literal
 )
 
 

@@ -6,6 +6,7 @@ numpy without pickles. Medical formats (NIfTI, DICOM, NRRD) are a separate modul
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import tifffile
 from PIL import Image
 
 from slicewise.errors import ImageError
+from slicewise.io.autosave import write_atomically
 from slicewise.io.checks import check_decoded, decoding, plane_of, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
@@ -71,11 +73,23 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
-    """A label map as PNG (2D, uint8) or TIFF (stacks or more than 255 classes)."""
+    """A label map as PNG (2D, uint8) or TIFF (stacks or more than 255 classes), written atomically:
+    a full disk or a killed process leaves the old file or none, never a partial one under the name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".png":
-        Image.fromarray(labels.astype(np.uint8), mode="L").save(path)
+        image = Image.fromarray(labels.astype(np.uint8), mode="L")
+        write_atomically(path, lambda file: image.save(file, format="PNG"))
     else:
-        tifffile.imwrite(path, labels, compression="zlib")
+        write_tiff(path, labels)
+    return path
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """An array as a zlib-compressed TIFF, written atomically (labels stacks, uncertainty and explanation maps)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # tifffile wants a named file or an in-memory one, not a bare descriptor
+    tifffile.imwrite(buffer, array, compression="zlib")
+    write_atomically(path, lambda file: file.write(buffer.getbuffer()))
     return path

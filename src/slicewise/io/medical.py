@@ -5,11 +5,14 @@ volume and (y, x) for a single DICOM frame, i.e. the reverse of the file's (x, y
 The geometry travels in one convention whatever the format: ``affine`` maps the file-order index
 (x, y, z, 1) to RAS+ millimetres, exactly as a NIfTI affine does (DICOM and NRRD's LPS is
 converted). Writers take that geometry back from ``like`` so labels painted on an image land in
-the image's space. No Qt or napari here; ``slicewise._reader``/``_writer`` wrap this module.
+the image's space; every writer writes atomically (a temporary file moved over the name).
+No Qt or napari here; ``slicewise._reader``/``_writer`` wrap this module.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import re
 import zlib
@@ -28,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 
 from slicewise import __version__
 from slicewise.errors import ImageError
+from slicewise.io.autosave import write_atomically
 from slicewise.io.checks import MAX_DECODED_BYTES, check_decoded, check_plane, decoding, regular_file
 
 __all__ = ["MEDICAL_SUFFIXES", "LABEL_SUFFIXES", "Volume", "is_medical_path", "read_volume", "write_labels"]
@@ -189,7 +193,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume) -
         image.set_qform(like.affine, code=1)
         image.set_sform(like.affine, code=1)
         image.header.set_xyzt_units("mm")
-        nib.save(image, path)
+        data = image.to_bytes()
+        if suffix == ".nii.gz":
+            data = gzip.compress(data, compresslevel=6)
+        write_atomically(path, lambda file: file.write(data))
     return path
 
 
@@ -472,14 +479,16 @@ def _write_tiff(path: Path, labels: np.ndarray, spacing: tuple[float, ...]) -> N
     metadata: dict[str, Any] = {"unit": "mm", "axes": "ZYX" if labels.ndim == 3 else "YX"}
     if labels.ndim == 3:
         metadata["spacing"] = spacing[0]
+    buffer = io.BytesIO()  # tifffile wants a named file or an in-memory one, not a bare descriptor
     tifffile.imwrite(
-        path,
+        buffer,
         labels,
         imagej=labels.dtype in (np.uint8, np.uint16),
         resolution=(1 / spacing[-1], 1 / spacing[-2]),
         metadata=metadata,
         compression="zlib",
     )
+    write_atomically(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def _write_dicom_seg(path: Path, labels: np.ndarray, like: Volume) -> None:
@@ -527,4 +536,4 @@ def _write_dicom_seg(path: Path, labels: np.ndarray, like: Volume) -> None:
         device_serial_number="0",
         series_description="slicewise labels",
     )
-    segmentation.save_as(path)
+    write_atomically(path, lambda file: segmentation.save_as(file))

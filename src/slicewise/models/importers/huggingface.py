@@ -157,14 +157,18 @@ def refuse_remote_code(path: Path) -> None:
 def read(path: Path, options: ImportOptions) -> Imported:
     refuse_remote_code(path)
     ensure_torchvision_ops()
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError, TypeError, AttributeError, StrictDataclassError) as error:
+        # transformers' configs validate their fields strictly: a value of the wrong type is one sentence
         raise CheckpointError(
-            f"transformers cannot read {path / 'config.json'} ({str(error).splitlines()[0]}); slicewise imports "
-            f"{SUPPORTED} folders."
+            one_line(
+                f"transformers cannot read {path / 'config.json'} ({one_line(error, 140)}); slicewise imports "
+                f"{SUPPORTED} folders."
+            )
         ) from error
     if config.model_type == "segformer":
         arch, init_kwargs, channels = "segformer", _init_kwargs(config, "segformer"), config.num_channels
