@@ -15,6 +15,7 @@ from PIL import Image
 import slicewise
 from slicewise.errors import SlicewiseError
 from slicewise.models.registry import make_spec
+from slicewise_train.cli import main
 from slicewise_train.config import GenerativeConfig, TrainConfig
 from slicewise_train.data import load_split
 from slicewise_train.export import export
@@ -163,6 +164,14 @@ def test_end_to_end_updates_the_generator_and_reuses_the_pretrained_one(
     assert generative["end_to_end_steps"] == 3  # 24 training pairs, batch 8, one epoch
     assert all(np.isfinite(v) for v in generative["end_to_end_mean"].values())
     assert (out / "synthetic_pairs_final.png").exists() and checkpoint.exists()
+
+
+def test_cli_fit_with_generative_augmentation_reports(mini_data: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "generative.json"
+    config_file.write_text(tiny_config(mini_data / "kvasir_seg", generative={**FAST, "weight": 0.5}).to_json())
+    assert main(["fit", "--config", str(config_file), "--out", str(tmp_path / "run")]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "generative" in report and (tmp_path / "run" / GRID_FILE).exists()
 
 
 def test_bad_generative_settings_are_one_sentence(tmp_path: Path) -> None:

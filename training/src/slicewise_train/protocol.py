@@ -191,12 +191,18 @@ def config_table(protocol: Protocol) -> list[dict[str, Any]]:
 
 def _changed_settings(config: TrainConfig) -> dict[str, Any]:
     """The fields of ``config`` that differ from TrainConfig's defaults (the protocol's), as JSON values."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(TrainConfig)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     values = json.loads(config.to_json())
     changed = {k: v for k, v in values.items() if k != "data" and v != _json_default(defaults.get(k))}
     return {"name": config.name or config.arch, "arch": config.arch, **changed}
 
 
 def _json_default(value: Any) -> Any:
-    """A dataclass default as it reads back from JSON (tuples become lists)."""
+    """A dataclass default as it reads back from JSON (tuples become lists, dataclasses dicts)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     return json.loads(json.dumps(value))
