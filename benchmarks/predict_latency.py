@@ -93,13 +93,13 @@ def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
+    from slicewise._qt.dock import SlicewiseDock
     from slicewise._qt.layers import META_KEY
-    from slicewise._qt.widget import PredictWidget
 
     viewer = napari.Viewer(show=False)
     layer = viewer.add_image(stack, rgb=True, name="bench")
-    widget = PredictWidget(viewer)
-    widget.image.value, widget.model.value, widget.device.value = layer, model_name, device
+    widget = SlicewiseDock(viewer)
+    widget.state.image, widget.state.model, widget.state.device = layer, model_name, device
     viewer.dims.set_current_step(0, 0)
     times = []
     for i in range(repeats + 4):
@@ -110,7 +110,7 @@ def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -
             written[-1].events.name.connect(quit_loop)
         started = time.perf_counter()
         if i == 0:
-            widget.follow.value = True
+            widget.predict.follow.value = True
         else:
             viewer.dims.set_current_step(0, i % len(stack))
         QTimer.singleShot(30_000, loop.quit)
@@ -118,7 +118,7 @@ def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -
         elapsed = time.perf_counter() - started
         if written:
             written[-1].events.name.disconnect(quit_loop)
-        while widget._worker is not None:
+        while widget.runner.running():
             QEventLoop().processEvents()
         if i > 3:
             times.append(elapsed)

@@ -73,6 +73,13 @@ def test_inspect_json_and_models_list(capsys):
         assert f"\n{name} " in f"\n{listed}"
 
 
+def test_inspect_a_wheel_shipped_model_by_name(capsys):
+    assert main(["inspect", "lite_medsam", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "lite_medsam" and info["prompts"]
+    assert info["provenance"]["weights"].startswith("packaged")
+
+
 @pytest.mark.parametrize(
     ("make_input", "needle"),
     [

@@ -8,7 +8,7 @@ def test_core_and_models_import_without_qt_or_napari():
     code = (
         "import sys, slicewise, slicewise.core.inference, slicewise.core.slices, slicewise.core.preprocess, "
         "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples, "
-        "slicewise.core.prompting, slicewise.core.tiling, slicewise.models.packaged, slicewise.models.importers, "
+        "slicewise.core.prompting, slicewise.core.tiling, slicewise.models.sources, slicewise.models.importers, "
         "slicewise.io.autosave, slicewise.io.lazy, slicewise.io.medical;"
         "from slicewise.models.registry import architectures, get_adapter;"
         "[get_adapter(a) for a in architectures()];"

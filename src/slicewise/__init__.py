@@ -7,7 +7,8 @@ Load any model (``load_model``), predict on a slice (``predict``); the napari wi
 from slicewise.api import DEFAULT_MODEL, load_model, predict
 from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
 from slicewise.errors import SlicewiseError
-from slicewise.models.loaded import Ensemble, LoadedModel, bundled_models
+from slicewise.models.loaded import Ensemble, LoadedModel
+from slicewise.models.sources import bundled_models
 
 __version__ = "0.1.0"
 

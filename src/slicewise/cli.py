@@ -18,18 +18,12 @@ import numpy as np
 import tifffile
 
 from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS
-from slicewise.errors import CheckpointError, ImageError, SlicewiseError, boundary_error, one_line
+from slicewise.errors import ImageError, SlicewiseError, boundary_error, one_line
 from slicewise.models.spec import NORMALIZATIONS
 
 if TYPE_CHECKING:
     from slicewise.models.importers import ImportOptions
-    from slicewise.models.loaded import Ensemble, LoadedModel
     from slicewise.models.spec import ModelSpec
-
-
-def _is_rgb(image: np.ndarray, model: LoadedModel | Ensemble) -> bool:
-    """A last axis of 3 or 4 is colour, unless the model is grayscale (then it is a small stack)."""
-    return image.ndim >= 3 and image.shape[-1] in (3, 4) and model.spec.input.channels != 1
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
@@ -46,7 +40,7 @@ def _box(text: str) -> tuple[float, float, float, float]:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.api import load_model, predict
     from slicewise.core.metrics import dice_score, overlap_counts
-    from slicewise.core.slices import spatial_ndim
+    from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.types import SliceRef
     from slicewise.io.images import list_images, read_image, write_labels
     from slicewise.io.lazy import open_image
@@ -62,7 +56,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         extras = {"uncertainty": args.uncertainty, "box": args.box}
     for path in list_images(args.inputs):
         image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
-        rgb = _is_rgb(image, model)
+        rgb = is_rgb(image.shape)
         ndim = spatial_ndim(image.shape, rgb)
         if ndim not in (2, 3):
             raise ImageError(
@@ -103,8 +97,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     scored = []
     for path in list_images(args.inputs):
         image = read_image(path)
-        rgb = _is_rgb(image, model)
-        scored.append((predict(model, image, rgb=rgb, uncertainty=args.uncertainty).uncertainty_score, path))
+        scored.append((predict(model, image, uncertainty=args.uncertainty).uncertainty_score, path))
     for score, path in sorted(scored, key=lambda item: item[0], reverse=True):
         print(f"{score:.4f}  {path}")
     return 0
@@ -180,17 +173,14 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
-    from slicewise.models.importers import detect_format
-    from slicewise.models.loaded import checkpoint_path
     from slicewise.models.registry import get_adapter
+    from slicewise.models.sources import packaged_header, resolve
 
-    path = checkpoint_path(args.model)
-    try:
-        header = read_header(path)
-    except CheckpointError:
-        if detect_format(path) is None:
-            raise
-        return _inspect_foreign(path, args)
+    source = resolve(args.model)
+    if source.kind == "foreign":
+        return _inspect_foreign(source.path, args)
+    header = packaged_header(source.name) if source.kind == "packaged" else read_header(source.path)
+    path = source.path or header.provenance.get("weights", source.name)
     adapter = get_adapter(header.spec.arch)
     info = {
         "file": str(path),
@@ -221,7 +211,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from slicewise.models.importers import convert
+    from slicewise.models.sources import convert
 
     print(convert(args.model, args.out, _import_options(args)))
     return 0
@@ -243,9 +233,8 @@ def _add_torchscript_option(p: argparse.ArgumentParser) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
-    from slicewise.models.loaded import bundled_models
-    from slicewise.models.packaged import packaged_models
     from slicewise.models.registry import architectures, get_adapter
+    from slicewise.models.sources import bundled_models, packaged_models
 
     if args.architectures:
         for arch in architectures():

@@ -15,9 +15,9 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication
 
 from slicewise._qt.autosave import Autosaver
+from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.provenance import tracker_of
-from slicewise._qt.widget import PredictWidget
 from slicewise.core.proposals import MODEL, PERSON
 from slicewise.io import autosave
 from slicewise.io.autosave import DEFAULT_INTERVAL, ENV_DIR, SESSION_FILE, SavedLabels, Session
@@ -35,13 +35,13 @@ import numpy as np
 import napari
 from qtpy.QtWidgets import QApplication
 from slicewise._qt.provenance import track_provenance
-from slicewise._qt.widget import PredictWidget
+from slicewise._qt.dock import SlicewiseDock
 
 marker = Path(sys.argv[1])
 viewer = napari.Viewer(show=False)
-widget = PredictWidget(viewer)
+widget = SlicewiseDock(viewer)
 viewer.window.add_dock_widget(widget)
-widget.image.value = viewer.add_image(np.zeros((4, 64, 64), np.float32), name="scan", scale=(3, 1, 1))
+widget.source.image.value = viewer.add_image(np.zeros((4, 64, 64), np.float32), name="scan", scale=(3, 1, 1))
 labels = viewer.add_labels(np.zeros((4, 64, 64), np.uint8), name="mine", scale=(3, 1, 1))
 tracker = track_provenance(labels)
 viewer.add_layer(tracker.layer)
@@ -134,12 +134,12 @@ def test_a_removed_layer_leaves_no_autosave(make_napari_viewer, qtbot):
 
 def test_a_destroyed_widget_saves_at_once_and_closes_the_session_cleanly(make_napari_viewer, autosave_dir):
     viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
     assert widget.restore.native.isHidden()  # nothing to restore
     mine = viewer.add_labels(np.zeros((8, 8), np.uint8), name="mine")
     mine.paint((3, 3), 1)
-    session = widget.autosaver.session
+    session = widget.restore.autosaver.session
     assert session.path is None  # the save waits for the event loop
     viewer.window.remove_dock_widget("all")
     widget.native.deleteLater()  # as when napari deletes its closed window, the dock widget with it
@@ -157,7 +157,7 @@ def test_discard_deletes_the_offered_session(make_napari_viewer, autosave_dir, n
     (orphan.path / SESSION_FILE).write_text(json.dumps(manifest))
 
     viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     assert not widget.restore.native.isHidden() and "lost" in widget.restore.message.value
     assert any("unsaved labels" in message for message in notifications)
     widget.restore.discard_button.native.click()
@@ -192,7 +192,7 @@ def test_kill_9_mid_session_is_restored_with_at_most_a_few_seconds_lost(
     steps = {int(step): float(at) for step, at in (line.split() for line in log.read_text().splitlines())}
 
     viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
     assert not widget.restore.native.isHidden() and "mine" in widget.restore.message.value
     assert any("unsaved labels" in message for message in notifications)
@@ -214,4 +214,4 @@ def test_kill_9_mid_session_is_restored_with_at_most_a_few_seconds_lost(
     assert widget.edit.target.value is restored and widget.restore.native.isHidden()
 
     assert not Path(offered.path).exists()  # the old files are gone, the restored layer is in this session
-    np.testing.assert_array_equal(saved_by(widget.autosaver)["mine (restored)"].labels, restored.data)
+    np.testing.assert_array_equal(saved_by(widget.restore.autosaver)["mine (restored)"].labels, restored.data)

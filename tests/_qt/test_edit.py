@@ -6,9 +6,9 @@ import numpy as np
 from app_model.types import KeyBinding
 
 import slicewise
+from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.provenance import tracker_of
-from slicewise._qt.widget import PredictWidget
 from slicewise.core import proposals
 from slicewise.core.proposals import MODEL, PERSON, UNLABELLED
 from slicewise.core.types import SliceRef
@@ -29,9 +29,9 @@ def two_objects() -> np.ndarray:
 def panel_with(viewer, proposal: np.ndarray, person: np.ndarray | None = None):
     """A docked widget on an image of the proposal's shape, a slicewise labels layer and (optionally) a person's."""
     image = viewer.add_image(np.zeros(proposal.shape, np.float32), name="img", scale=SCALE)
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value = image
+    widget.source.image.value = image
     widget.edit.proposal = viewer.add_labels(
         proposal,
         name="m labels (2D)",
@@ -212,7 +212,7 @@ def test_provenance_follows_while_the_widget_is_closed_and_a_reopened_one_goes_o
     assert provenance_of(mine)[2, 2] == UNLABELLED
     accepted = provenance_of(mine).copy()
 
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
     widget.edit.target.value = mine
     widget.edit.proposal = panel.proposal
@@ -230,12 +230,12 @@ def test_accept_on_a_predicted_stack_changes_only_the_viewed_slice(make_napari_v
     viewer = make_napari_viewer()
     stack = np.stack([kvasir_test[i][1][:128, :160] for i in range(4)])
     image = viewer.add_image(stack, name="stack", rgb=True, scale=(2.5, 1, 1))
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value = image
+    widget.source.image.value = image
     viewer.dims.set_current_step(0, 2)
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: widget.edit.proposal is not None and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: widget.edit.proposal is not None and not widget.runner.running(), timeout=TIMEOUT_MS)
     panel = widget.edit
     panel.new_button.native.click()
     mine = panel.target.value
@@ -243,7 +243,9 @@ def test_accept_on_a_predicted_stack_changes_only_the_viewed_slice(make_napari_v
     mine.paint((1, 64, 80), 3)  # a person's stroke on another slice
 
     panel.accept_button.native.click()
-    expected = slicewise.predict(widget.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,)))
+    expected = slicewise.predict(
+        widget.state.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,))
+    )
     assert expected.labels.any()
     np.testing.assert_array_equal(mine.data[2], expected.labels)
     assert not mine.data[[0, 3]].any() and set(np.unique(mine.data[1])) == {0, 3}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.prompts import BOXES_KEY
-from slicewise._qt.widget import PredictWidget
+from slicewise._qt.panels.prompts import BOXES_KEY
 from slicewise.core.metrics import dice_score
 from slicewise.io.medical import read_volume
 
@@ -20,11 +20,11 @@ def proposals(viewer):
     return [layer for layer in viewer.layers if layer.metadata.get(META_KEY, {}).get("role") == "labels"]
 
 
-def docked(viewer, image) -> PredictWidget:
-    widget = PredictWidget(viewer)
+def docked(viewer, image) -> SlicewiseDock:
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value = image
-    widget.device.value = "cpu"
+    widget.source.image.value = image
+    widget.source.device.value = "cpu"
     return widget
 
 
@@ -33,10 +33,10 @@ def rectangle(z: int, y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
     return np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
 
 
-def encoder_runs(widget: PredictWidget) -> list[int]:
+def encoder_runs(widget: SlicewiseDock) -> list[int]:
     """Hook the prompt model's encoder once it is loaded; the list grows by one per encoder forward."""
     runs: list[int] = []
-    model = next(m for (name, *_), m in widget.models.items() if name == "lite_medsam")
+    model = next(m for (name, *_), m in widget.state.models.items() if name == "lite_medsam")
     model.module.image_encoder.register_forward_hook(lambda *_: runs.append(1))
     return runs
 
@@ -58,7 +58,7 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napa
 
     rows, cols = np.nonzero(masks[1])
     boxes.add_rectangles(rectangle(1, rows.min(), cols.min(), rows.max(), cols.max()))
-    qtbot.waitUntil(lambda: len(proposals(viewer)) == 1 and widget.prompts._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(proposals(viewer)) == 1 and not widget.runner.running("prompt"), timeout=TIMEOUT_MS)
     proposal = proposals(viewer)[0]
     assert runs == []  # the box cost only the decoder
     assert dice_score(proposal.data[1], masks[1], 2) > 0.9
@@ -87,7 +87,7 @@ def test_propagate_follows_a_real_lesion_through_the_stack(make_napari_viewer, q
 
     widget.prompts.propagate_button.native.click()
     assert widget.prompts.propagate_button.text == "Stop propagating"
-    qtbot.waitUntil(lambda: widget.prompts._propagation is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.runner.running("propagate"), timeout=TIMEOUT_MS)
     proposal = proposals(viewer)[0]
     assert sorted(np.nonzero(proposal.data.any(axis=(1, 2)))[0]) == [8, 10]
     assert dice_score(proposal.data[10], truth[10], 2) > 0.7
@@ -110,8 +110,8 @@ def test_propagate_without_a_stack_or_an_object_says_so(make_napari_viewer, noti
     widget = docked(viewer, image)
     widget.prompts.propagate_button.native.click()
     stack = viewer.add_image(np.zeros((3, 32, 32), np.uint8), name="empty")
-    widget.image.value = stack
+    widget.source.image.value = stack
     widget.prompts.propagate_button.native.click()
     assert any("needs a 3D stack" in message for message in notifications)
     assert any("There is no object on slice 0" in message for message in notifications)
-    assert widget.prompts._propagation is None
+    assert not widget.runner.running("propagate")

@@ -9,8 +9,8 @@ from app_model.types import KeyBinding
 import slicewise
 from slicewise._qt import jobs
 from slicewise._qt.demo import open_demo
+from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.widget import PredictWidget
 from slicewise.core.metrics import dice_score
 from slicewise.core.types import SliceRef
 
@@ -21,10 +21,10 @@ def outputs(viewer, role="labels"):
     return [layer for layer in viewer.layers if layer.metadata.get(META_KEY, {}).get("role") == role]
 
 
-def make_widget(viewer, image_layer) -> PredictWidget:
-    widget = PredictWidget(viewer)
+def make_widget(viewer, image_layer) -> SlicewiseDock:
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value = image_layer
+    widget.source.image.value = image_layer
     return widget
 
 
@@ -36,10 +36,10 @@ def test_predict_writes_its_own_layers_and_never_a_users(make_napari_viewer, qtb
     painted[10:40, 10:40] = 3
     user_labels = viewer.add_labels(painted.copy(), name="my labels")
     widget = make_widget(viewer, image_layer)
-    assert widget.model.value == slicewise.DEFAULT_MODEL
+    assert widget.source.model.value == slicewise.DEFAULT_MODEL
 
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
 
     labels = outputs(viewer)[0]
     assert labels.name == "polyp_unet labels (2D)"
@@ -48,7 +48,7 @@ def test_predict_writes_its_own_layers_and_never_a_users(make_napari_viewer, qtb
     assert probability.data.dtype == np.float32 and probability.data.shape == mask.shape
     np.testing.assert_array_equal(user_labels.data, painted)
     np.testing.assert_array_equal(image_layer.data, image)
-    assert widget.device_info.value.startswith("CPU")
+    assert widget.source.device_info.value.startswith("CPU")
 
 
 def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napari_viewer, qtbot, kvasir_test):
@@ -57,19 +57,19 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
     image_layer = viewer.add_image(stack, name="stack", rgb=True, scale=(2.5, 1, 1))
     viewer.dims.set_current_step(0, 0)
     widget = make_widget(viewer, image_layer)
-    widget.follow.value = True
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.follow.value = True
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
 
     viewer.dims.set_current_step(0, 2)
     qtbot.waitUntil(
-        lambda: outputs(viewer)[0].name.endswith("(slice 2)") and widget._worker is None,
+        lambda: outputs(viewer)[0].name.endswith("(slice 2)") and not widget.runner.running(),
         timeout=TIMEOUT_MS,
     )
     labels = outputs(viewer)[0]
     assert labels.data.shape == stack.shape[:3]
     assert tuple(labels.scale) == (2.5, 1, 1)
     expected = slicewise.predict(
-        widget.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,))
+        widget.state.models[(slicewise.DEFAULT_MODEL, "auto", ())], stack, slice_ref=SliceRef((2,))
     ).labels
     np.testing.assert_array_equal(labels.data[2], expected)
     assert not labels.data[1].any() and not labels.data[3].any()
@@ -83,11 +83,13 @@ def test_newest_slice_request_supersedes_older_ones(make_napari_viewer, qtbot, k
     stack = np.stack([kvasir_test[i % 8][1][:96, :96] for i in range(12)])
     image_layer = viewer.add_image(stack, name="stack", rgb=True)
     widget = make_widget(viewer, image_layer)
-    widget.follow.value = True
+    widget.predict.follow.value = True
     for z in range(12):
         viewer.dims.set_current_step(0, z)
     qtbot.waitUntil(
-        lambda: bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and widget._worker is None,
+        lambda: (
+            bool(outputs(viewer)) and outputs(viewer)[0].name.endswith("(slice 11)") and not widget.runner.running()
+        ),
         timeout=TIMEOUT_MS,
     )
     predicted = [
@@ -105,8 +107,8 @@ def test_grayscale_3d_volume_uses_the_slice_under_the_dims_point(make_napari_vie
     image_layer = viewer.add_image(volume, name="mni")
     widget = make_widget(viewer, image_layer)
     viewer.dims.set_current_step(0, 90)
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
     assert outputs(viewer)[0].name.endswith("(slice 90)")
     assert outputs(viewer, "probability:polyp")[0].data[90].any()
 
@@ -119,11 +121,11 @@ def test_unsafe_checkpoint_is_one_notification_and_changes_nothing(
     widget = make_widget(viewer, image_layer)
     bad = tmp_path / "evil.safetensors"
     bad.write_bytes(b"\x80\x04\x95 not weights")
-    widget.checkpoint.value = bad
-    assert widget.model.value == str(bad)
-    widget.predict_button.native.click()
+    widget.source.checkpoint.value = bad
+    assert widget.source.model.value == str(bad)
+    widget.predict.predict_button.native.click()
     qtbot.waitUntil(
-        lambda: any("pickle" in m for m in notifications) and widget._worker is None,
+        lambda: any("pickle" in m for m in notifications) and not widget.runner.running(),
         timeout=TIMEOUT_MS,
     )
     assert [layer.name for layer in viewer.layers] == ["polyp"]
@@ -136,10 +138,10 @@ def test_rgb_image_into_a_grayscale_checkpoint_is_one_notification(
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
-    widget.checkpoint.value = tiny_checkpoint
-    widget.predict_button.native.click()
+    widget.source.checkpoint.value = tiny_checkpoint
+    widget.predict.predict_button.native.click()
     qtbot.waitUntil(
-        lambda: any("expects grayscale input" in m for m in notifications) and widget._worker is None,
+        lambda: any("expects grayscale input" in m for m in notifications) and not widget.runner.running(),
         timeout=TIMEOUT_MS,
     )
     assert len(viewer.layers) == 1
@@ -149,18 +151,18 @@ def test_an_opened_checkpoint_stays_chosen_when_layers_change(make_napari_viewer
     """napari resets every dock widget's choices when a layer is added: the checkpoint must survive it."""
     viewer = make_napari_viewer()
     widget = make_widget(viewer, viewer.add_image(kvasir_test[0][1][..., 0], name="gray"))
-    widget.checkpoint.value = tiny_checkpoint
+    widget.source.checkpoint.value = tiny_checkpoint
     viewer.add_labels(np.zeros((8, 8), np.uint8), name="a person's labels")
     widget.reset_choices()
-    assert widget.model.value == str(tiny_checkpoint)
-    assert widget.model.native.currentText() == str(tiny_checkpoint)
+    assert widget.source.model.value == str(tiny_checkpoint)
+    assert widget.source.model.native.currentText() == str(tiny_checkpoint)
 
 
 def test_demo_opens_the_sample_stack_and_shows_a_prediction(make_napari_viewer, qtbot):
     viewer, widget = open_demo(slicewise.DEFAULT_MODEL, viewer=make_napari_viewer())
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
     viewed = viewer.dims.current_step[0]
-    assert widget.follow.value and outputs(viewer)[0].name.endswith(f"(slice {viewed})")
+    assert widget.predict.follow.value and outputs(viewer)[0].name.endswith(f"(slice {viewed})")
     assert outputs(viewer, "probability:polyp")[0].data[viewed].any()
     assert viewer.layers["kvasir_seg test"].data.shape == (45, 256, 256, 3)
     assert viewer.layers["reference masks"] not in widget.edit.target.choices  # ground truth is not "your labels"
@@ -170,9 +172,9 @@ def test_nan_filled_image_is_one_notification_and_no_layer(make_napari_viewer, q
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="empty scan")
     widget = make_widget(viewer, image_layer)
-    widget.predict_button.native.click()
+    widget.predict.predict_button.native.click()
     qtbot.waitUntil(
-        lambda: any("no finite pixel values" in m for m in notifications) and widget._worker is None,
+        lambda: any("no finite pixel values" in m for m in notifications) and not widget.runner.running(),
         timeout=TIMEOUT_MS,
     )
     assert [layer.name for layer in viewer.layers] == ["empty scan"]
@@ -182,13 +184,13 @@ def test_uncertainty_lands_as_its_own_hidden_layer(make_napari_viewer, qtbot, kv
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
-    widget.uncertainty.value = "tta"
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: bool(outputs(viewer, "uncertainty")) and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.uncertainty.value = "tta"
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: bool(outputs(viewer, "uncertainty")) and not widget.runner.running(), timeout=TIMEOUT_MS)
     layer = outputs(viewer, "uncertainty")[0]
     assert layer.name == "polyp_unet uncertainty (2D)" and not layer.visible
     assert layer.data.dtype == np.float32 and layer.data.min() >= 0.0 and layer.data.max() <= 1.0 and layer.data.any()
-    assert "uncertainty" in widget.status.value
+    assert "uncertainty" in widget.predict.status.value
 
 
 def test_review_queue_ranks_a_stack_and_jumps_to_the_least_certain_slice(make_napari_viewer, qtbot, data_dir):
@@ -214,19 +216,19 @@ def test_explanation_lands_as_its_own_layer_and_cancel_stops_a_job(make_napari_v
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
-    widget.explain.value = "gradcam"
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: bool(outputs(viewer, "explanation")) and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.predict.explain.value = "gradcam"
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: bool(outputs(viewer, "explanation")) and not widget.runner.running(), timeout=TIMEOUT_MS)
     layer = outputs(viewer, "explanation")[0]
     assert layer.name == "polyp_unet explanation of polyp (2D)"
     assert layer.data.shape == kvasir_test[0][2].shape and layer.data.min() >= 0.0 and layer.data.max() <= 1.0
     before = layer.data.copy()
 
-    widget.explain.value = "occlusion"
-    widget.predict_button.native.click()
-    widget.cancel_button.native.click()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT_MS)
-    assert widget.status.value == "cancelled"
+    widget.predict.explain.value = "occlusion"
+    widget.predict.predict_button.native.click()
+    widget.predict.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.runner.running(), timeout=TIMEOUT_MS)
+    assert widget.predict.status.value == "cancelled"
     np.testing.assert_array_equal(outputs(viewer, "explanation")[0].data, before)
 
 
@@ -245,9 +247,9 @@ def test_a_foreign_model_folder_opens_with_the_class_names_the_person_gives(
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     widget = make_widget(viewer, image_layer)
-    widget.model_folder.value = tmp_path / "smp_unet"
-    assert widget.model.value == str(tmp_path / "smp_unet")
-    widget.classes.value = "background, lesion"
-    widget.predict_button.native.click()
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and widget._worker is None, timeout=TIMEOUT_MS)
+    widget.source.model_folder.value = tmp_path / "smp_unet"
+    assert widget.source.model.value == str(tmp_path / "smp_unet")
+    widget.source.classes.value = "background, lesion"
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
     assert outputs(viewer, "probability:lesion")[0].data.shape == kvasir_test[0][2].shape

@@ -21,8 +21,9 @@ from slicewise.core.inference import predict, probabilities_from_logits
 from slicewise.core.preprocess import prepare
 from slicewise.errors import PretrainedWeightsError
 from slicewise.models.checkpoint import save_checkpoint
-from slicewise.models.loaded import from_state, load
+from slicewise.models.loaded import from_state
 from slicewise.models.registry import architectures, build_model, get_adapter, make_spec
+from slicewise.models.sources import load
 from slicewise.models.spec import ModelSpec
 
 CLASSES = ("background", "a", "b")

@@ -26,8 +26,9 @@ from slicewise.core.preprocess import prepare
 from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.adapters.medsam import packaged_lite_medsam
 from slicewise.models.checkpoint import read_header
-from slicewise.models.importers import ImportOptions, convert, detect_format, import_model
+from slicewise.models.importers import ImportOptions, detect_format, import_model
 from slicewise.models.registry import build_model, make_spec
+from slicewise.models.sources import convert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -25,7 +25,8 @@ from slicewise.core.preprocess import prepare
 from slicewise.errors import CheckpointError
 from slicewise.models.adapters.base import resize_logits
 from slicewise.models.checkpoint import read_header
-from slicewise.models.importers import ImportOptions, convert, detect_format, import_model, load_foreign
+from slicewise.models.importers import ImportOptions, detect_format, import_model
+from slicewise.models.sources import convert, load_foreign
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

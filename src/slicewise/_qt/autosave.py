@@ -13,11 +13,8 @@ a 50x512x512 stack) and a napari ``thread_worker`` writes them with ``slicewise.
 skips a copy equal to the one last written. Closing
 the dock widget writes every layer at once and marks the session cleanly closed.
 
-``RestorePanel`` sits at the top of the dock widget: when an earlier slicewise ended without closing
-(killed, crashed, power lost) it shows "Unsaved labels from <time> (<names>)" with Restore and
-Discard, and napari shows a notification. Restore adds each layer as "<name> (restored)" with its
-scale and translate, its provenance back under the edit panel's tracker, and saves it in this
-session before the old files go.
+The dock's restore panel (``slicewise._qt.panels.restore``) owns the autosaver and offers the
+sessions of an earlier slicewise that did not close cleanly.
 
 Known limit: undo/redo of a *hidden* layer emits no event in napari 0.9, so it is saved with the
 layer's next change, at the latest when the widget closes.
@@ -32,17 +29,15 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import FunctionWorker, thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QCoreApplication, QTimer
 
 from slicewise._qt.layers import is_output, spatial_shape
 from slicewise._qt.provenance import track_provenance, tracker_of
-from slicewise.errors import SlicewiseError
 from slicewise.io import autosave
-from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, SessionInfo, Throttle
+from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, Throttle
 
 LAYER_EVENTS = ("paint", "data", "set_data", "name")
 
@@ -229,59 +224,3 @@ def restore_layer(viewer: napari.viewer.Viewer, saved: SavedLabels) -> Labels:
     if saved.provenance is not None:
         viewer.add_layer(track_provenance(layer, saved.provenance).layer)
     return layer
-
-
-def _row(*widgets: Any) -> Container:
-    return Container(widgets=widgets, layout="horizontal", labels=False)
-
-
-class RestorePanel(Container):
-    """The offer to restore, or discard, the unsaved labels of a slicewise that did not close cleanly."""
-
-    def __init__(self, viewer: napari.viewer.Viewer, autosaver: Autosaver, target: ComboBox) -> None:
-        super().__init__(labels=False)
-        self._viewer = viewer
-        self._autosaver = autosaver
-        self._target = target
-        self.message = Label(value="")
-        self.message.native.setWordWrap(True)
-        self.restore_button = PushButton(text="Restore")
-        self.discard_button = PushButton(text="Discard", tooltip="delete the autosaved files")
-        self.extend([self.message, _row(self.restore_button, self.discard_button)])
-        self.restore_button.changed.connect(self.restore)
-        self.discard_button.changed.connect(self.discard)
-        self.sessions: list[SessionInfo] = autosave.recoverable_sessions(autosaver.session.root)
-        if self.sessions:
-            show_info(
-                f"slicewise found unsaved labels from {self.sessions[0].describe()}; "
-                "restore or discard them at the top of the slicewise widget."
-            )
-        self._show()
-
-    def _show(self) -> None:
-        if self.sessions:
-            self.message.value = f"Unsaved labels from {self.sessions[0].describe()}"
-        self.visible = bool(self.sessions)
-
-    def restore(self) -> None:
-        """Add the offered session's labels as new layers, save them in this session, delete the old files."""
-        info = self.sessions[0]
-        try:
-            saved = autosave.restore(info.path)
-        except SlicewiseError as error:
-            show_error(str(error))
-            return
-        layers = [restore_layer(self._viewer, labels) for labels in saved]
-        if self._autosaver.save_now(layers):  # the old files go only once this session holds a copy
-            autosave.discard(info.path)
-        self.sessions.pop(0)
-        self._show()
-        if layers:
-            self._target.reset_choices()
-            self._target.value = layers[-1]
-            show_info(f"Restored {', '.join(layer.name for layer in layers)}.")
-
-    def discard(self) -> None:
-        """Delete the offered session's files."""
-        autosave.discard(self.sessions.pop(0).path)
-        self._show()

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import napari
 
-from slicewise._qt.widget import PredictWidget
+from slicewise._qt.dock import SlicewiseDock
 from slicewise._sample_data import kvasir_test_stack
 
 
-def open_demo(model: str, viewer: napari.Viewer | None = None) -> tuple[napari.Viewer, PredictWidget]:
+def open_demo(model: str, viewer: napari.Viewer | None = None) -> tuple[napari.Viewer, SlicewiseDock]:
     """A viewer with the sample data, the docked widget following the slice, and a first prediction."""
     viewer = viewer or napari.Viewer(title="slicewise demo")
     for data, kwargs, kind in kvasir_test_stack():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = PredictWidget(viewer)
+    widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget, name="slicewise", area="right")
-    widget.image.value = viewer.layers["kvasir_seg test"]
-    widget.model.value = model
-    widget.follow.value = True
+    widget.state.image = viewer.layers["kvasir_seg test"]
+    widget.state.model = model
+    widget.predict.follow.value = True
     return viewer, widget
 
 

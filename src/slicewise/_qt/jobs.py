@@ -1,8 +1,8 @@
-"""The worker jobs behind the widgets: generators run by napari's ``thread_worker``.
+"""The jobs behind the panels: plain generators that the dock's ``JobRunner`` runs in napari workers.
 
-Person-caused errors come back as a ``Failure`` value (a worker treats raised exceptions as
-crashes); a model loaded by any job goes into the shared cache at once, so a superseded job
-keeps it.
+Each yields ``Progress`` (or one result per slice) and returns its result. Person-caused errors
+come back as a ``Failure`` value (a worker treats raised exceptions as crashes); a model loaded by
+any job goes into the shared cache at once, so a superseded job keeps it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import napari
 import numpy as np
 import torch
-from napari.qt.threading import thread_worker
-from napari.utils import progress
 
 from slicewise.api import load_model
 from slicewise.core.inference import iter_predict
@@ -92,12 +90,11 @@ def cached_model(request: Request | PromptRequest, models: ModelCache) -> Loaded
         return models[key]
 
 
-@thread_worker
 def predict_job(request: Request, models: ModelCache) -> Generator[Progress, None, Prediction | Failure]:
     """Load the model unless cached, take the slice and predict it."""
     try:
         if model_key(request) not in models:
-            yield Progress(0, 4, "load model")
+            yield Progress(0, 1, "load model")
         model = cached_model(request, models)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
         options = PredictOptions(
@@ -112,12 +109,11 @@ def predict_job(request: Request, models: ModelCache) -> Generator[Progress, Non
     return prediction
 
 
-@thread_worker
 def prompt_job(request: PromptRequest, models: ModelCache) -> Generator[Progress, None, Prediction | Failure | None]:
     """Load the model unless cached, embed the slice unless cached, and decode the prompts (if any)."""
     try:
         if model_key(request) not in models:
-            yield Progress(0, 3, "load model")
+            yield Progress(0, 1, "load model")
         model = cached_model(request, models)
         plane = take_slice(request.layer.data, request.slice_ref, rgb=request.layer.rgb)
         if not request.prompts:
@@ -128,7 +124,6 @@ def prompt_job(request: PromptRequest, models: ModelCache) -> Generator[Progress
         return failure(error)
 
 
-@thread_worker
 def propagate_job(request: PromptRequest, models: ModelCache) -> Generator[Prediction, None, int | Failure]:
     """Follow ``request.mask`` from its slice through the stack; yield each slice's proposal."""
     try:
@@ -140,7 +135,6 @@ def propagate_job(request: PromptRequest, models: ModelCache) -> Generator[Predi
         return failure(error)
 
 
-@thread_worker
 def rank_job(
     request: Request, models: ModelCache
 ) -> Generator[Prediction, None, list[tuple[SliceRef, float]] | Failure]:
@@ -151,9 +145,3 @@ def rank_job(
         return (yield from iter_rank_slices(model, stack, rgb=rgb, uncertainty=request.uncertainty or "entropy"))
     except PERSON_ERRORS as error:
         return failure(error)
-
-
-def advance(bar: progress, step: Progress) -> None:
-    """Move a napari progress bar one step and name the stage."""
-    bar.set_description(f"slicewise: {step.stage}")
-    bar.update(1)

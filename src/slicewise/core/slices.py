@@ -13,6 +13,18 @@ from slicewise.core.types import SliceRef
 from slicewise.errors import ImageError
 
 
+def is_rgb(shape: tuple[int, ...], rgb: bool | None = None) -> bool:
+    """Whether the last axis of an array of ``shape`` is colour: ``rgb`` when given (a napari layer's
+    own flag, a caller's choice), else the one guess — a last axis of 3 or 4 on 3 or more axes.
+
+    The API, the CLI and the widget all decide with this; an RGB image into a grayscale model is then
+    the model's one-sentence input error, never a stack of thin slices.
+    """
+    if rgb is not None:
+        return bool(rgb)
+    return len(shape) >= 3 and shape[-1] in (3, 4)
+
+
 def spatial_ndim(shape: tuple[int, ...], rgb: bool) -> int:
     """Number of spatial axes: all but a trailing RGB(A) channel axis."""
     return len(shape) - 1 if rgb else len(shape)

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slicewise.errors import CheckpointError, DeviceError, UnknownModelError
+from slicewise.errors import CheckpointError, DeviceError
 from slicewise.models.adapters.base import Adapter
-from slicewise.models.checkpoint import load_checkpoint
 from slicewise.models.registry import get_adapter
 from slicewise.models.spec import ModelSpec
-
-BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
 @dataclass(eq=False)
@@ -100,11 +95,6 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def bundled_models() -> dict[str, Path]:
-    """Names of the checkpoints shipped inside the package, with their paths."""
-    return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.safetensors"))}
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU; an unavailable device is an error."""
     if str(device) == "auto":
@@ -154,43 +144,3 @@ def from_state(
         source=source,
         provenance=provenance or {},
     )
-
-
-def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
-    """The file behind a bundled model name or a path; a bare unknown name lists the bundled ones."""
-    bundled = bundled_models()
-    path = bundled.get(str(name_or_path), Path(name_or_path))
-    if not path.exists() and str(name_or_path) not in bundled and os.sep not in str(name_or_path) and path.suffix == "":
-        raise UnknownModelError(
-            f"No bundled model or file named {str(name_or_path)!r}; bundled models: {', '.join(bundled) or 'none'}."
-        )
-    return path
-
-
-def load(
-    name_or_path: str | os.PathLike,
-    *,
-    device: str | torch.device = "auto",
-    classes: tuple[str, ...] | None = None,
-    allow_torchscript: bool = False,
-) -> LoadedModel:
-    """Load a bundled model by name, a slicewise ``.safetensors`` checkpoint, or a foreign model.
-
-    Foreign files and folders (Hugging Face, smp, MONAI bundle, nnU-Net v2, ONNX) are read by
-    ``slicewise.models.importers`` when the path is not a slicewise checkpoint; ``classes`` names
-    their classes, background first (a slicewise checkpoint keeps its own). TorchScript runs code
-    from the file and loads only with ``allow_torchscript``.
-    """
-    path = checkpoint_path(name_or_path)
-    try:
-        header, state_dict = load_checkpoint(path)
-    except CheckpointError:
-        from slicewise.models.importers import detect_format, load_foreign
-
-        if detect_format(path) is None:
-            raise
-        from slicewise.models.importers import ImportOptions
-
-        options = ImportOptions(classes=classes, allow_torchscript=allow_torchscript)
-        return load_foreign(path, device=device, options=options)
-    return from_state(header.spec, state_dict, device=device, source=str(path), provenance=header.provenance)

@@ -6,7 +6,8 @@ smp, MONAI bundles, nnU-Net v2, SAM/MedSAM checkpoints) yields a normal ``ModelS
 writes a plain slicewise checkpoint. ONNX graphs and TorchScript modules are files that run,
 not weights: they load into a ``LoadedModel`` but do not convert. Weights are read with
 safetensors or ``torch.load(weights_only=True)``; TorchScript, which runs code from the file,
-loads only when the caller allows it.
+loads only when the caller allows it. Importers only read: ``slicewise.models.sources`` builds
+and converts what they return.
 
 Class names, input channels and normalisation come from the file's own metadata where it has
 them; ``ImportOptions`` supplies the rest, and ``Imported.assumed`` names what was neither.
@@ -32,10 +33,8 @@ __all__ = [
     "FORMATS",
     "ImportOptions",
     "Imported",
-    "convert",
     "detect_format",
     "import_model",
-    "load_foreign",
 ]
 
 # detection order: the folder formats with the most specific marker files first
@@ -134,47 +133,6 @@ def import_model(path: str | os.PathLike, options: ImportOptions | None = None) 
                 f"({type(error).__name__}: {str(error)[:120]}); check the files against docs/importers.md."
             )
         ) from error
-
-
-def load_foreign(
-    path: str | os.PathLike, *, device: str | torch.device = "auto", options: ImportOptions | None = None
-) -> Any:
-    """A ``LoadedModel`` for a foreign model, ready for ``slicewise.predict``."""
-    from slicewise.models.loaded import LoadedModel, from_state, resolve_device
-
-    imported = import_model(path, options)
-    if imported.state_dict is not None:
-        return from_state(
-            imported.spec,
-            imported.state_dict,
-            device=device,
-            source=str(imported.source),
-            provenance=imported.provenance,
-        )
-    target = resolve_device(device) if imported.format != "onnx" else torch.device("cpu")
-    return LoadedModel(
-        spec=imported.spec,
-        module=imported.module.to(target).eval(),
-        adapter=imported.adapter,
-        device=target,
-        source=str(imported.source),
-        provenance=imported.provenance,
-    )
-
-
-def convert(path: str | os.PathLike, out: str | os.PathLike, options: ImportOptions | None = None) -> Path:
-    """Write a foreign model as a slicewise ``.safetensors`` checkpoint; the weights are checked to fit first."""
-    from slicewise.models.checkpoint import save_checkpoint
-    from slicewise.models.loaded import from_state
-
-    imported = import_model(path, options)
-    if imported.state_dict is None:
-        raise CheckpointError(
-            f"{imported.source.name} is a {imported.format} file, a program rather than weights of a slicewise "
-            "architecture, so it cannot become a slicewise checkpoint; load it directly with slicewise.load_model."
-        )
-    from_state(imported.spec, imported.state_dict, device="cpu", source=str(imported.source))
-    return save_checkpoint(out, imported.state_dict, imported.spec, imported.provenance)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Accept, merge or reject a model's proposal into a person's labels: a model proposes, a person decides.
 
-The proposal is the slicewise labels layer the widget last wrote (else the topmost one), read at the
+The proposal is the slicewise labels layer written last (the state's ``proposal``, else the topmost one), read at the
 viewed slice. Nothing reaches the person's layer without an act: Accept, Accept class, Accept object
 (``Shift-A``: the connected object under the mouse cursor) or Merge (unlabelled pixels only); Reject
 removes the proposal layer. Pixels the person painted change only when "overwrite my pixels" is ticked.
@@ -14,9 +14,8 @@ Provenance (who set each pixel) is kept by ``slicewise._qt.provenance``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Labels
@@ -24,12 +23,11 @@ from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.layers import META_KEY, is_output, spatial_shape
 from slicewise._qt.provenance import ProvenanceTracker, track_provenance, tracker_of, trackers
+from slicewise._qt.runner import JobRunner
+from slicewise._qt.state import DockState
 from slicewise.core import proposals
 from slicewise.core.slices import slice_ref_from_point, take_slice
 from slicewise.core.types import SliceRef
-
-if TYPE_CHECKING:
-    from slicewise._qt.widget import PredictWidget
 
 ACCEPT_OBJECT_KEY = "Shift-A"
 
@@ -41,11 +39,10 @@ def _row(*widgets: Any) -> Container:
 class EditPanel(Container):
     """Accept, merge or reject the viewed slice's proposal into a person's Labels layer."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, predictor: PredictWidget) -> None:
+    def __init__(self, state: DockState, runner: JobRunner) -> None:
         super().__init__()
-        self._viewer = viewer
-        self._predictor = predictor
-        self.proposal: Labels | None = None  # the labels layer the widget last wrote
+        self._state = state
+        self._viewer = state.viewer
         self._last_act = ""
         self.target = ComboBox(label="into labels", choices=self._person_layers)
         self.new_button = PushButton(text="New labels layer")
@@ -80,10 +77,30 @@ class EditPanel(Container):
         self.reject_button.changed.connect(self.reject)
         self.accept_class_button.changed.connect(self.accept_class)
         self.accept_object_button.changed.connect(self.accept_object)
-        self.target.changed.connect(self._show_status)
-        viewer.bind_key(ACCEPT_OBJECT_KEY, lambda _viewer: self.accept_object(), overwrite=True)
-        viewer.layers.events.removed.connect(self._on_removed)
-        self.native.destroyed.connect(self._shutdown)
+        self.target.changed.connect(self._choose_target)
+        state.events.target.connect(self._show_target)
+        state.bind_key(ACCEPT_OBJECT_KEY, self.accept_object)
+        state.listen(self._viewer.layers.events.removed, self._on_removed)
+        state.on_close(self._let_trackers_go)
+        state.target = self.target.value
+
+    @property
+    def proposal(self) -> Labels | None:
+        """The proposal layer (the state's): what Accept and Merge take from."""
+        return self._state.proposal
+
+    @proposal.setter
+    def proposal(self, layer: Labels | None) -> None:
+        self._state.proposal = layer
+
+    def _choose_target(self, layer: Labels | None) -> None:
+        self._state.target = layer
+        self._show_status()
+
+    def _show_target(self, layer: Labels | None) -> None:
+        if layer is not None and layer not in self.target.choices:
+            self.target.reset_choices()
+        self.target.value = layer
 
     def _person_layers(self, _widget: ComboBox) -> list[tuple[str, Labels]]:
         return [
@@ -92,7 +109,7 @@ class EditPanel(Container):
 
     def new_labels(self) -> None:
         """Add an empty Labels layer with the image's shape, scale and translate, and choose it."""
-        image = self._predictor.image.value
+        image = self._state.image
         if image is None:
             show_info("Choose an image in the slicewise widget first; new labels take its shape.")
             return
@@ -228,10 +245,8 @@ class EditPanel(Container):
         if tracker is not None:
             tracker.detach()
 
-    def _shutdown(self) -> None:
-        """The panel is gone: trackers go on following their layers, without telling it; the key is freed."""
+    def _let_trackers_go(self) -> None:
+        """The dock closed: trackers go on following their layers, without telling this panel."""
         for tracker in trackers():
             if tracker.on_change == self._show_status:
                 tracker.on_change = None
-        self._viewer.layers.events.removed.disconnect(self._on_removed)
-        self._viewer.bind_key(ACCEPT_OBJECT_KEY, None, overwrite=True)
