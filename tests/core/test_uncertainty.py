@@ -45,6 +45,23 @@ def test_mc_dropout_samples_differ_and_dropout_is_switched_back_off(tmp_path):
         mc_dropout_samples(torch.nn.Identity(), lambda v: v, torch.zeros(1, 1, 4, 4))
 
 
+def test_mc_dropout_never_switches_the_shared_module(tmp_path):
+    """A prediction running on the cached module meanwhile sees it in eval mode the whole time."""
+    spec = make_spec("unet", channels=[4, 8, 16], strides=[2, 2], dropout=0.3)
+    model = slicewise.load_model(save_checkpoint(tmp_path / "d.safetensors", build_model(spec).state_dict(), spec))
+    shared, seen = set(map(id, model.module.modules())), []
+    record = lambda m, _: seen.append(m.training) if id(m) in shared else None  # noqa: E731 (the twin copies hooks)
+    hooks = [m.register_forward_pre_hook(record) for m in model.module.modules()]
+    image = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    first = slicewise.predict(model, image, uncertainty="mc_dropout")
+    slicewise.predict(model, image)  # a plain prediction between: it runs the shared module
+    second = slicewise.predict(model, image, uncertainty="mc_dropout")
+    for hook in hooks:
+        hook.remove()
+    assert seen and not any(seen)  # the shared module never ran a dropout sample
+    assert first.uncertainty.max() > 0 and not np.array_equal(first.uncertainty, second.uncertainty)
+
+
 def test_ensemble_members_must_share_classes():
     with pytest.raises(SlicewiseError, match="must share their classes"):
         slicewise.load_model(["polyp_unet", "fetal_head_unet"])

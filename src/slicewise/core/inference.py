@@ -31,10 +31,11 @@ def autocast_for(model: LoadedModel) -> torch.autocast | nullcontext:
     return torch.autocast(device_type="cuda", dtype=torch.float16) if model.mixed_precision else nullcontext()
 
 
-def _forward(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+def _forward(model: LoadedModel, batch: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
+    """Logits of ``model`` (or of ``module``, a private twin of its network) for a batch."""
     with torch.inference_mode(), autocast_for(model):
         # back to the standard layout: argmax over a channels-last tensor is ~10x slower
-        return model.adapter.logits(model.module, batch).float().contiguous()
+        return model.adapter.logits(model.module if module is None else module, batch).float().contiguous()
 
 
 def probabilities_from_logits(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -52,13 +53,13 @@ def _member_probabilities(model: LoadedModel, batch: torch.Tensor, method: str |
     if model.adapter.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return probabilities_from_logits(_forward(model, x), model.spec.output.activation)
+    def forward(x: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
+        return probabilities_from_logits(_forward(model, x, module), model.spec.output.activation)
 
     if method == "tta":
         return uncertainty.tta_samples(forward, batch)
     if method == "mc_dropout":
-        return uncertainty.mc_dropout_samples(model.module, forward, batch)
+        return uncertainty.mc_dropout_samples(model.module, lambda twin, x: forward(x, twin), batch)
     return forward(batch)
 
 

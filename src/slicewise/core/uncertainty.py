@@ -7,7 +7,10 @@ it to an (H, W) float32 map in [0, 1] (entropies are divided by log K).
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -61,21 +64,41 @@ def dropout_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, kinds) and m.p > 0]
 
 
-def mc_dropout_samples(module: nn.Module, forward: Forward, batch: torch.Tensor, samples: int = 8) -> torch.Tensor:
-    """``samples`` forward passes with dropout on (one batch) → (S, K, H, W); other layers stay in eval."""
-    layers = dropout_layers(module)
-    if not layers:
+# the sampling twin of each shared module, kept while the module lives (see ``dropout_twin``)
+_TWINS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+_TWINS_LOCK = threading.Lock()
+
+
+def dropout_twin(module: nn.Module) -> nn.Module:
+    """A private copy of ``module`` whose dropout layers sample (train mode; all else in eval).
+
+    Made once per module and kept beside it, so MC dropout never switches the shared, cached
+    module a concurrent prediction may be running.
+    """
+    if not dropout_layers(module):
         raise SlicewiseError(
             "This model has no dropout layers, so MC dropout has nothing to sample; "
             "use uncertainty 'tta' or 'entropy' instead."
         )
-    for layer in layers:
-        layer.train()
-    try:
-        return forward(batch.expand(samples, *batch.shape[1:]).contiguous(memory_format=_layout(batch)))
-    finally:
-        for layer in layers:
-            layer.eval()
+    with _TWINS_LOCK:
+        twin = _TWINS.get(module)
+        if twin is None:
+            twin = copy.deepcopy(module).eval()
+            for layer in dropout_layers(twin):
+                layer.train()
+            _TWINS[module] = twin
+    return twin
+
+
+def mc_dropout_samples(
+    module: nn.Module, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], batch: torch.Tensor, samples: int = 8
+) -> torch.Tensor:
+    """``samples`` passes of ``forward(twin, x)`` with dropout on (one batch) → (S, K, H, W).
+
+    ``twin`` is ``dropout_twin(module)``; ``module`` itself is never changed.
+    """
+    twin = dropout_twin(module)
+    return forward(twin, batch.expand(samples, *batch.shape[1:]).contiguous(memory_format=_layout(batch)))
 
 
 def _layout(batch: torch.Tensor) -> torch.memory_format:
