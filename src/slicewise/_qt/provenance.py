@@ -15,8 +15,9 @@ is removed. napari 0.9 tells how to follow it, as found in ``napari/layers/label
   unlabelled), or the model's while this panel writes.
 * ``undo()``/``redo()`` emit no event of their own (only ``set_data`` from ``refresh()``, and nothing at
   all while the layer is hidden), so the tracker wraps the layer's ``undo``/``redo`` (instance attributes,
-  removed when it stops) and replays its own record of the step, after checking that napari put back
-  exactly that step's labels; otherwise (steps from before tracking) it reconciles provenance with the labels.
+  removed when it stops) and takes the same step in its ``core.proposals.EditHistory`` (the history the
+  core's property tests check), after checking that napari put back exactly that step's labels;
+  otherwise (steps from before tracking) it reconciles provenance with the labels.
 
 Known limit: napari records only pixels whose label changes, so painting over a model pixel with the
 label it already has leaves it the model's.
@@ -25,7 +26,6 @@ label it already has leaves it the model's.
 from __future__ import annotations
 
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,7 +36,8 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from slicewise._qt.layers import META_KEY
 from slicewise.core import proposals
-from slicewise.core.proposals import MODEL, PERSON, UNLABELLED, Edit
+from slicewise.core.proposals import MODEL, PERSON, UNLABELLED, Edit, EditHistory
+from slicewise.errors import ProposalError
 
 HISTORY_STEPS = 100  # as many undo steps as napari's Labels keeps
 PROVENANCE_COLOURS = {None: "transparent", UNLABELLED: "transparent", PERSON: "royalblue", MODEL: "orange"}
@@ -81,8 +82,7 @@ class ProvenanceTracker:
         self.labels, self.layer = labels, provenance
         self.on_change: Callable[[], None] | None = None
         self._model_writes = False
-        self._done: deque[Edit] = deque(maxlen=HISTORY_STEPS)
-        self._undone: deque[Edit] = deque(maxlen=HISTORY_STEPS)
+        self.history = EditHistory(maxlen=HISTORY_STEPS)  # one step per napari history step
         self._napari_undo, self._napari_redo = labels.undo, labels.redo
         labels.undo, labels.redo = self.undo, self.redo
         labels.events.paint.connect(self._on_paint)
@@ -113,12 +113,12 @@ class ProvenanceTracker:
     def undo(self) -> None:
         """napari's undo, then the same step taken back in the provenance."""
         self._napari_undo()
-        self._follow(self._done, self._undone, undoing=True)
+        self._follow(undoing=True)
 
     def redo(self) -> None:
         """napari's redo, then the same step made again in the provenance."""
         self._napari_redo()
-        self._follow(self._undone, self._done, undoing=False)
+        self._follow(undoing=False)
 
     def _on_paint(self, event: Any) -> None:
         shape = self.provenance.shape
@@ -126,17 +126,22 @@ class ProvenanceTracker:
         who = np.full(index.size, MODEL) if self._model_writes else np.where(new_labels != 0, PERSON, UNLABELLED)
         edit = Edit(shape, index, old_labels, new_labels, np.take(self.provenance, index), who.astype(np.uint8))
         np.put(self.provenance, index, edit.new_provenance)
-        self._done.append(edit)
-        self._undone.clear()
+        self.history.push(edit)
         self._changed()
 
-    def _follow(self, source: deque[Edit], target: deque[Edit], *, undoing: bool) -> None:
-        step = (source[-1].inverse() if undoing else source[-1]) if source else None
-        labels_now = None if step is None else self.labels.data[np.unravel_index(step.index, step.shape)]
-        if step is not None and np.array_equal(labels_now, step.new_labels):
-            np.put(self.provenance, step.index, step.new_provenance)
-            target.append(source.pop())
-        else:
+    def _follow(self, *, undoing: bool) -> None:
+        """napari just took a step back (or again): take the same step in the history, if it is that step."""
+        step = self.history.next_undo if undoing else self.history.next_redo
+        where = None if step is None else np.unravel_index(step.index, step.shape)
+        expected = None if step is None else (step.old_labels if undoing else step.new_labels)
+        try:
+            if step is None or not np.array_equal(self.labels.data[where], expected):
+                raise ProposalError("napari's step is not the history's")
+            labels = np.array(self.labels.data, copy=True)  # the labels as they were before napari's step
+            labels[where] = step.new_labels if undoing else step.old_labels
+            _, provenance = (self.history.undo if undoing else self.history.redo)(labels, self.provenance)
+            self.provenance[...] = provenance
+        except ProposalError:  # a step from before tracking, or provenance changed behind the history
             self.provenance[...] = proposals.reconcile_provenance(self.labels.data, self.provenance)
         self._changed()
 
@@ -144,8 +149,7 @@ class ProvenanceTracker:
         """The labels layer got new data: provenance starts afresh from it (its labels are the person's)."""
         self.layer.data = proposals.initial_provenance(self.labels.data)
         self.layer.editable = False
-        self._done.clear()
-        self._undone.clear()
+        self.history.clear()
         self._changed()
 
     def _changed(self) -> None:

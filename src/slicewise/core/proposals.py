@@ -29,6 +29,7 @@ nor the provenance, nor the history. To take back a proposal already accepted, u
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -175,11 +176,15 @@ def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
 
 
 class EditHistory:
-    """Multi-level undo/redo of edits. Empty edits are not kept; a new edit clears the redo stack."""
+    """Multi-level undo/redo of edits. Empty edits are not kept; a new edit clears the redo stack.
 
-    def __init__(self) -> None:
-        self._done: list[Edit] = []
-        self._undone: list[Edit] = []
+    maxlen: how many steps each stack keeps (the oldest go first), as napari's layer history does;
+    None keeps every step. The napari face keeps one per labels layer (``_qt/provenance.py``).
+    """
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        self._done: deque[Edit] = deque(maxlen=maxlen)
+        self._undone: deque[Edit] = deque(maxlen=maxlen)
 
     @property
     def can_undo(self) -> bool:
@@ -188,6 +193,21 @@ class EditHistory:
     @property
     def can_redo(self) -> bool:
         return bool(self._undone)
+
+    @property
+    def next_undo(self) -> Edit | None:
+        """The edit ``undo`` would take back, if any."""
+        return self._done[-1] if self._done else None
+
+    @property
+    def next_redo(self) -> Edit | None:
+        """The edit ``redo`` would apply again, if any."""
+        return self._undone[-1] if self._undone else None
+
+    def clear(self) -> None:
+        """Forget every step (the arrays were replaced as a whole)."""
+        self._done.clear()
+        self._undone.clear()
 
     def push(self, edit: Edit) -> None:
         """Record an edit just applied; an empty edit changes nothing and is not recorded."""
