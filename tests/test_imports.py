@@ -17,3 +17,15 @@ def test_core_and_models_import_without_qt_or_napari():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_slicewise_and_its_readers_loads_no_torch_or_monai():
+    """``import slicewise`` and the readers stay light: torch comes with the first model (``python -X importtime``)."""
+    code = (
+        "import sys, slicewise, slicewise.io.medical, slicewise.io.images, slicewise.io.lazy;"
+        "heavy = [m for m in ('torch', 'monai', 'timm', 'transformers') if m in sys.modules];"
+        "assert slicewise.DEFAULT_MODEL and 'torch' in sys.modules, 'a public name loads its module';"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
