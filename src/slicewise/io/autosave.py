@@ -101,14 +101,21 @@ class SessionInfo:
         return f"{when} ({', '.join(self.layers)})"
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then move it over ``path``."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], *, mode: int | None = None) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then move it over ``path``.
+
+    The one atomic writer of slicewise and slicewise-train (autosaves, labels, maps, checkpoints): a
+    killed process or a full disk leaves the old file or none, never a partial one under the name.
+    mode: the file's permission bits (the temporary file is private, 0o600, until then).
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+            if mode is not None:
+                os.fchmod(file.fileno(), mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

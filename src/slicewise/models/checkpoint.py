@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from slicewise.errors import CheckpointError, one_line
+from slicewise.io.autosave import write_atomically
 from slicewise.models.spec import ModelSpec
 
 FORMAT_VERSION = "1"
@@ -52,15 +52,7 @@ def save_checkpoint(
         _SPEC_KEY: spec.to_json(),
         _PROVENANCE_KEY: json.dumps(provenance or {}, sort_keys=True, default=str),
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)), mode=0o644)
     return path
 
 

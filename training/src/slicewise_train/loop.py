@@ -33,7 +33,7 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -41,6 +41,7 @@ import slicewise
 from slicewise.core.metrics import overlap_counts
 from slicewise.core.preprocess import resize_long_side, to_network_frame
 from slicewise.errors import SlicewiseError
+from slicewise.io.autosave import write_atomically
 from slicewise.models.adapters.base import resize_logits
 from slicewise.models.checkpoint import save_checkpoint
 from slicewise.models.loaded import resolve_device
@@ -258,9 +259,8 @@ def _save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
     state = {**state, "param_groups": optimizer_state["param_groups"]}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, partial, metadata={"loop_state": json.dumps(state)})
-    os.replace(partial, path)
+    metadata = {"loop_state": json.dumps(state)}
+    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)))
 
 
 def run_finished(out: Path) -> bool:
