@@ -1,4 +1,9 @@
-"""Overlap metrics for label maps, background excluded (the study's convention)."""
+"""Overlap metrics for label maps, background excluded (the study's convention).
+
+``dice_from_counts`` is the one Dice of slicewise and slicewise-train (per image, pooled over a
+split, during training's validation): 2 x intersection over the sum of both sizes, 1.0 when both
+are empty.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,11 @@ def overlap_counts(predicted: np.ndarray, reference: np.ndarray, num_classes: in
     return intersection, total
 
 
+def dice_from_counts(intersection: int, total: int) -> float:
+    """Dice from pixel counts: ``intersection`` and ``total`` = predicted + reference; 1.0 when both are empty."""
+    return 2 * intersection / total if total else 1.0
+
+
 def dice_score(predicted: np.ndarray, reference: np.ndarray, num_classes: int = 2) -> float:
     """Foreground Dice of one label map; 1.0 when both are empty."""
-    intersection, total = overlap_counts(predicted, reference, num_classes)
-    return 2 * intersection / total if total else 1.0
+    return dice_from_counts(*overlap_counts(predicted, reference, num_classes))

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from tqdm.auto import tqdm
 
 import slicewise
-from slicewise.core.metrics import overlap_counts
+from slicewise.core.metrics import dice_from_counts, overlap_counts
 from slicewise.core.preprocess import resize_long_side, to_network_frame
 from slicewise.errors import SlicewiseError
 from slicewise.io.autosave import write_atomically
@@ -231,7 +231,7 @@ def validation_dice(
             predicted = logits.argmax(1).cpu().numpy()
             i, t = overlap_counts(predicted, labels[:, 0].numpy(), setup.spec.output.num_classes)
             intersection, total = intersection + i, total + t
-    return 2 * intersection / total if total else 1.0
+    return dice_from_counts(intersection, total)
 
 
 def _loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from slicewise.core.metrics import dice_from_counts
+
 NSD_TOLERANCE_PX = 2.0
 OVERLAP = ("dice", "iou", "precision", "recall")
 DISTANCE = ("hd95", "nsd")
@@ -41,7 +43,7 @@ class Counts:
     def scores(self) -> dict[str, float]:
         tp, fp, fn = self.true_positive, self.false_positive, self.false_negative
         return {
-            "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+            "dice": dice_from_counts(tp, 2 * tp + fp + fn),
             "iou": _ratio(tp, tp + fp + fn),
             "precision": _ratio(tp, tp + fp),
             "recall": _ratio(tp, tp + fn),
