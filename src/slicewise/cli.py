@@ -259,7 +259,7 @@ def has_display() -> bool:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from slicewise.io.samples import shared_data_dir
+    from slicewise.io.samples import shared_data_dir, split_stems
 
     data = shared_data_dir()
     if not args.headless and not has_display():
@@ -274,7 +274,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_demo(model=args.model)
         return 0
     dataset = data / "kvasir_seg"
-    test_stems = json.loads((dataset / "split.json").read_text())["test"]
+    test_stems = split_stems(dataset, "test")
     inputs = [str(dataset / "images" / f"{stem}.png") for stem in test_stems]
     predict_args = argparse.Namespace(
         inputs=inputs,

@@ -1,4 +1,6 @@
-"""Find the shared sample data (``../shared/data``) and build the demo's stack from it."""
+"""The shared 2D dataset layout (``images/<stem>.png``, ``masks/<stem>.png``, ``split.json``): the one
+split reader of slicewise and slicewise-train, the shared sample data (``../shared/data``) and the
+demo's stack built from it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slicewise.errors import SlicewiseError
+from slicewise.errors import SlicewiseError, TrainingDataError, one_line, printable
 from slicewise.io.images import read_image
 
 DATA_ENV = "SLICEWISE_DATA"
@@ -31,9 +33,31 @@ def shared_data_dir() -> Path:
     )
 
 
-def split_stems(dataset: Path, split: str = "test") -> list[str]:
-    """The stems of one split of a shared 2D dataset."""
-    return list(json.loads((dataset / "split.json").read_text())[split])
+def split_stems(root: str | os.PathLike, split: str = "test") -> list[str]:
+    """The stems of one split (``train``, ``val`` or ``test``) from ``root/split.json``; a missing,
+    malformed or empty split is one ``TrainingDataError`` sentence."""
+    root = Path(root)
+    split_file = root / "split.json"
+    if not split_file.is_file():
+        raise TrainingDataError(f"{root} has no split.json; expected images/, masks/ and split.json.")
+    try:
+        splits = json.loads(split_file.read_text())
+    except (ValueError, RecursionError) as error:
+        raise TrainingDataError(one_line(f"{split_file} is not valid JSON ({error}); fix or rewrite it.")) from None
+    if not isinstance(splits, dict):
+        raise TrainingDataError(f'{split_file} must hold one object of splits, such as {{"train": [...]}}.')
+    if split not in splits:
+        names = ", ".join(printable(k) for k in splits if k != "seed") or "none"
+        raise TrainingDataError(f"{split_file} has no {split!r} split; it has {names}.")
+    stems = splits[split]
+    if not isinstance(stems, list) or not all(isinstance(stem, str) and stem for stem in stems):
+        raise TrainingDataError(f"The {split!r} split in {split_file} must be a list of file stems (strings).")
+    if not stems:
+        raise TrainingDataError(f"The {split!r} split in {split_file} is empty; list at least one image in it.")
+    unsafe = [stem for stem in stems if "/" in stem or "\\" in stem or stem in (".", "..")]
+    if unsafe:
+        raise TrainingDataError(f"The stem {printable(unsafe[0])!r} in {split_file} is a path; list file stems only.")
+    return list(stems)
 
 
 def sample_stack(

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from slicewise.errors import SlicewiseError
+from slicewise.io.samples import split_stems as read_split
 from slicewise_train.config import TrainConfig
 
 
@@ -18,19 +19,6 @@ class Sample:
     stem: str
     image: np.ndarray  # (H, W) or (H, W, 3), as stored
     mask: np.ndarray  # (H, W) uint8 label map
-
-
-def read_split(root: Path, split: str) -> list[str]:
-    """The stems of one split (``train``, ``val`` or ``test``) from ``split.json``."""
-    split_file = root / "split.json"
-    if not split_file.exists():
-        raise SlicewiseError(f"{root} has no split.json; expected images/, masks/ and split.json.")
-    splits = json.loads(split_file.read_text())
-    if split not in splits:
-        raise SlicewiseError(
-            f"{split_file} has no {split!r} split; it has {', '.join(k for k in splits if k != 'seed')}."
-        )
-    return list(splits[split])
 
 
 def load_split(root: str | Path, split: str) -> list[Sample]:
