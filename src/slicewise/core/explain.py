@@ -63,14 +63,19 @@ def attribution(
     return _normalize(raw.detach().float())
 
 
+def check_target_class(target_class: int, class_names: tuple[str, ...]) -> None:
+    """The one check of a class to explain (prediction, CLI, widget): a foreground class of the model."""
+    last = len(class_names) - 1
+    if not 1 <= target_class <= last:
+        raise SlicewiseError(
+            f"Target class {target_class} is not a foreground class of this model, which predicts classes 0 to "
+            f"{last} ({', '.join(class_names)}); pick a foreground class from 1 to {last}."
+        )
+
+
 def _target(model: LoadedModel, labels: torch.Tensor, target_class: int) -> Target:
     """The scalar to explain: the target class's logits summed over its predicted region."""
-    num_classes = model.spec.output.num_classes
-    if not 1 <= target_class < num_classes:
-        raise SlicewiseError(
-            f"Cannot explain class {target_class}: {model.name} predicts classes 0 to {num_classes - 1} "
-            f"({', '.join(model.spec.output.class_names)}); pick a foreground class from 1 to {num_classes - 1}."
-        )
+    check_target_class(target_class, model.spec.output.class_names)
     region = labels == target_class
     weight = (region if region.any() else torch.ones_like(region)).to(torch.float32)
 

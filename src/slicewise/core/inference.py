@@ -88,14 +88,6 @@ def _default_target(labels: torch.Tensor, num_classes: int) -> int:
     return int(counts.argmax()) + 1 if int(counts.sum()) else 1
 
 
-def _check_target(target_class: int, class_names: tuple[str, ...]) -> None:
-    if not 1 <= target_class < len(class_names):
-        raise SlicewiseError(
-            f"Target class {target_class} is not a foreground class of this model; "
-            f"choose 1 to {len(class_names) - 1} ({', '.join(class_names[1:])})."
-        )
-
-
 def to_slice(maps: torch.Tensor, height: int, width: int, inner: tuple[int, int]) -> torch.Tensor:
     """(..., H', W') network-frame maps → (..., height, width): crop the padding, undo the resize."""
     maps = maps[..., : inner[0], : inner[1]]
@@ -135,7 +127,7 @@ def iter_predict(
         yield Progress(3, len(_STAGES) + 1, "explain")
         padded_labels = mean.argmax(0)
         target_class = options.target_class or _default_target(padded_labels, mean.shape[0])
-        _check_target(target_class, model.spec.output.class_names)
+        explain.check_target_class(target_class, model.spec.output.class_names)
         maps = [explain.attribution(options.explain, m, batch, padded_labels, target_class) for m in members]
         explanation = to_slice(torch.stack(maps).mean(0), height, width, inner)
     uncertainty_map = None
