@@ -1,31 +1,33 @@
-"""The core, the models and the API import without Qt or napari (the thin-skin rule)."""
+"""The core, the models and the API import without Qt or napari (the thin-skin rule), and lightly."""
 
 import subprocess
 import sys
 
 
-def test_core_and_models_import_without_qt_or_napari():
+def imports_without(modules: str, absent: tuple[str, ...], then: str = "") -> None:
+    """In a fresh interpreter, importing ``modules`` loads none of ``absent`` (then ``then`` runs)."""
     code = (
-        "import sys, slicewise, slicewise.core.inference, slicewise.core.slices, slicewise.core.preprocess, "
-        "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples, "
-        "slicewise.core.prompting, slicewise.core.tiling, slicewise.models.sources, slicewise.models.importers, "
-        "slicewise.io.autosave, slicewise.io.lazy, slicewise.io.medical;"
-        "from slicewise.models.registry import architectures, get_adapter;"
-        "[get_adapter(a) for a in architectures()];"
-        "bad = [m for m in ('qtpy', 'napari', 'PySide6', 'PyQt5', 'PyQt6', 'magicgui') if m in sys.modules];"
+        f"import sys, {modules};{then}"
+        f"bad = [m for m in {absent!r} if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_core_and_models_import_without_qt_or_napari():
+    imports_without(
+        "slicewise, slicewise.core.inference, slicewise.core.slices, slicewise.core.preprocess, "
+        "slicewise.models.registry, slicewise.models.checkpoint, slicewise.cli, slicewise.io.samples, "
+        "slicewise.core.prompting, slicewise.core.tiling, slicewise.models.sources, slicewise.models.importers, "
+        "slicewise.io.autosave, slicewise.io.lazy, slicewise.io.medical",
+        ("qtpy", "napari", "PySide6", "PyQt5", "PyQt6", "magicgui"),
+        then="from slicewise.models.registry import architectures, get_adapter;"
+        "[get_adapter(a) for a in architectures()];",
+    )
+
+
 def test_importing_slicewise_and_its_readers_loads_no_torch_or_monai():
     """``import slicewise`` and the readers stay light: torch comes with the first model (``python -X importtime``)."""
-    code = (
-        "import sys, slicewise, slicewise.io.medical, slicewise.io.images, slicewise.io.lazy;"
-        "heavy = [m for m in ('torch', 'monai', 'timm', 'transformers') if m in sys.modules];"
-        "assert slicewise.DEFAULT_MODEL and 'torch' in sys.modules, 'a public name loads its module';"
-        "print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    imports_without("slicewise, slicewise.io.medical, slicewise.io.images, slicewise.io.lazy", ("torch", "monai"))
+    imports_without("slicewise", (), then="assert slicewise.DEFAULT_MODEL and 'torch' in sys.modules;")

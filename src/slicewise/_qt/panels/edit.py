@@ -22,6 +22,7 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.layers import META_KEY, is_output, spatial_shape
+from slicewise._qt.panels import row, show_choice
 from slicewise._qt.provenance import ProvenanceTracker, track_provenance, tracker_of, trackers
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
@@ -30,10 +31,6 @@ from slicewise.core.slices import slice_ref_from_point, take_slice
 from slicewise.core.types import SliceRef
 
 ACCEPT_OBJECT_KEY = "Shift-A"
-
-
-def _row(*widgets: Any) -> Container:
-    return Container(widgets=widgets, layout="horizontal", labels=False)
 
 
 class EditPanel(Container):
@@ -64,10 +61,10 @@ class EditPanel(Container):
             [
                 self.target,
                 self.new_button,
-                _row(self.accept_button, self.merge_button, self.reject_button),
-                _row(self.accept_class_button, self.accepted_class),
+                row(self.accept_button, self.merge_button, self.reject_button),
+                row(self.accept_class_button, self.accepted_class),
                 self.accept_object_button,
-                _row(self.overwrite, self.every_slice),
+                row(self.overwrite, self.every_slice),
                 self.status,
             ]
         )
@@ -78,7 +75,7 @@ class EditPanel(Container):
         self.accept_class_button.changed.connect(self.accept_class)
         self.accept_object_button.changed.connect(self.accept_object)
         self.target.changed.connect(self._choose_target)
-        state.events.target.connect(self._show_target)
+        state.events.target.connect(lambda layer: show_choice(self.target, layer))
         state.bind_key(ACCEPT_OBJECT_KEY, self.accept_object)
         state.listen(self._viewer.layers.events.removed, self._on_removed)
         state.on_close(self._let_trackers_go)
@@ -96,11 +93,6 @@ class EditPanel(Container):
     def _choose_target(self, layer: Labels | None) -> None:
         self._state.target = layer
         self._show_status()
-
-    def _show_target(self, layer: Labels | None) -> None:
-        if layer is not None and layer not in self.target.choices:
-            self.target.reset_choices()
-        self.target.value = layer
 
     def _person_layers(self, _widget: ComboBox) -> list[tuple[str, Labels]]:
         return [

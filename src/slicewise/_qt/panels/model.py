@@ -8,6 +8,7 @@ import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, create_widget
 from napari.utils.notifications import show_error
 
+from slicewise._qt.panels import show_choice
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
 from slicewise.errors import SlicewiseError
@@ -47,8 +48,8 @@ class ModelPanel(Container):
         self.classes.changed.connect(self._name_classes)
         self.checkpoint.changed.connect(self._open)
         self.model_folder.changed.connect(self._open)
-        state.events.image.connect(self._show_image)
-        state.events.model.connect(self._show_model)
+        state.events.image.connect(lambda layer: show_choice(self.image, layer))
+        state.events.model.connect(lambda name: show_choice(self.model, name))
         state.events.opened_models.connect(lambda: self.model.reset_choices())
         state.image = self.image.value
 
@@ -59,16 +60,6 @@ class ModelPanel(Container):
     def _open(self, path: Path) -> None:
         if str(path) not in ("", ".") and Path(path).exists():
             self._state.open_model(str(path))
-
-    def _show_image(self, layer: napari.layers.Image | None) -> None:
-        if layer is not None and layer not in self.image.choices:
-            self.image.reset_choices()
-        self.image.value = layer
-
-    def _show_model(self, name: str | None) -> None:
-        if name is not None and name not in self.model.choices:
-            self.model.reset_choices()
-        self.model.value = name
 
     def _name_classes(self, text: str) -> None:
         self._state.classes = tuple(name.strip() for name in str(text).split(",") if name.strip())

@@ -10,21 +10,16 @@ makes it the labels that accepts go into.
 
 from __future__ import annotations
 
-from typing import Any
-
 from magicgui.widgets import Container, Label, PushButton
 from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.autosave import Autosaver, restore_layer
+from slicewise._qt.panels import row
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
 from slicewise.errors import SlicewiseError
 from slicewise.io import autosave
 from slicewise.io.autosave import SessionInfo
-
-
-def _row(*widgets: Any) -> Container:
-    return Container(widgets=widgets, layout="horizontal", labels=False)
 
 
 class RestorePanel(Container):
@@ -39,7 +34,7 @@ class RestorePanel(Container):
         self.message.native.setWordWrap(True)
         self.restore_button = PushButton(text="Restore")
         self.discard_button = PushButton(text="Discard", tooltip="delete the autosaved files")
-        self.extend([self.message, _row(self.restore_button, self.discard_button)])
+        self.extend([self.message, row(self.restore_button, self.discard_button)])
         self.restore_button.changed.connect(self.restore)
         self.discard_button.changed.connect(self.discard)
         self.sessions: list[SessionInfo] = autosave.recoverable_sessions(self.autosaver.session.root)
