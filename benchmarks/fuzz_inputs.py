@@ -79,8 +79,8 @@ def _image(rng: Any, shape: tuple[int, ...], dtype: str = "uint8") -> Any:
     return np.clip(base + rng.normal(0, 5, base.shape), 0, 255).astype(dtype)
 
 
-def make_seeds(folder: Path) -> dict[str, Path]:
-    """One small valid file (or model folder) per kind."""
+def make_seeds(folder: Path, kinds: list[str] | None = None) -> dict[str, Path]:
+    """One small valid file (or model folder) per kind (the model folders only when ``kinds`` asks)."""
     import nibabel as nib
     import nrrd
     import numpy as np
@@ -116,8 +116,10 @@ def make_seeds(folder: Path) -> dict[str, Path]:
     seeds.update(nifti=folder / "v.nii", nifti_gz=folder / "v.nii.gz", nrrd=folder / "v.nrrd")
     seeds["dicom"] = _dicom(folder / "ct.dcm", volume[:, :, 0].T.copy())
     seeds["checkpoint_bytes"] = seeds["checkpoint_spec"] = seeds["checkpoint_weights"] = _checkpoint(folder)
-    seeds["hf_config"] = _hf_folder(folder / "hf")
-    seeds["monai_config"] = _monai_bundle(folder / "bundle")
+    if kinds is None or "hf_config" in kinds:
+        seeds["hf_config"] = _hf_folder(folder / "hf")
+    if kinds is None or "monai_config" in kinds:
+        seeds["monai_config"] = _monai_bundle(folder / "bundle")
     return seeds
 
 
@@ -288,7 +290,7 @@ def _mutated_checkpoint(seed: Path, target: Path, rng: random.Random, part: str)
         except ValueError:
             metadata[key] = mutate_bytes(metadata[key].encode(), rng).decode("utf-8", "replace")
     else:
-        key = rng.choice(sorted(tensors))
+        key = rng.choice(sorted(k for k, v in tensors.items() if v.is_floating_point()))
         op = rng.random()
         if op < 0.25:
             tensors[key] = tensors[key].to(rng.choice([torch.float64, torch.int32, torch.int8, torch.bool]))
@@ -330,7 +332,8 @@ def make_case(kind: str, seeds: dict[str, Path], folder: Path, rng: random.Rando
 # --- the worker ----------------------------------------------------------------------------------
 
 
-def _read(kind: str, path: Path, choice: float) -> None:
+def read_case(kind: str, path: Path, choice: float) -> None:
+    """Run one case through the public reader of its kind (see the module); raises what the reader raises."""
     import numpy as np
 
     if kind.startswith(("png", "jpeg", "bmp", "tiff", "npy")):
@@ -383,7 +386,9 @@ def worker(connection: Any) -> None:
     ensure_torchvision_ops()
     import monai.networks.nets  # noqa: F401
     import transformers.models.segformer  # noqa: F401
+    import transformers.utils.logging
 
+    transformers.utils.logging.disable_progress_bar()
     connection.send("ready")
     while True:
         try:
@@ -391,7 +396,7 @@ def worker(connection: Any) -> None:
         except EOFError:
             return
         try:
-            _read(kind, Path(path), choice)
+            read_case(kind, Path(path), choice)
             answer = ("read", "", "")
         except SlicewiseError as error:
             message = str(error)
@@ -448,7 +453,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="slicewise-fuzz-"))
     started = time.time()
     try:
-        seeds = make_seeds(work)
+        seeds = make_seeds(work, kinds)
         pool = Worker(context)
         counts: dict[str, Counter] = defaultdict(Counter)
         failures = []

@@ -12,6 +12,7 @@ from slicewise.core.inference import predict as _predict
 from slicewise.core.prompting import Prompt, predict_prompts
 from slicewise.core.slices import is_rgb, take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
+from slicewise.errors import ImageError, OptionError
 from slicewise.models.loaded import Ensemble, LoadedModel
 from slicewise.models.sources import load
 
@@ -41,6 +42,13 @@ def load_model(
     """
     if isinstance(name_or_path, LoadedModel | Ensemble):
         return name_or_path
+    items = list(name_or_path) if isinstance(name_or_path, list | tuple) else [name_or_path]
+    if not items or not all(isinstance(item, str | os.PathLike) for item in items):
+        wrong = next((type(item).__name__ for item in items if not isinstance(item, str | os.PathLike)), "empty list")
+        raise OptionError(
+            f"load_model takes a model name, a file or folder path, or a non-empty list of them, not {wrong}; "
+            "`slicewise models` lists the names."
+        )
     if isinstance(name_or_path, list | tuple):
         return Ensemble([load(item, device=device) for item in name_or_path])
     names = tuple(classes) if classes else None
@@ -78,6 +86,11 @@ def predict(
     cached, so a further prompt on the same slice runs only the decoder.
     """
     model = load_model(model)
+    if not all(hasattr(image, attribute) for attribute in ("shape", "dtype", "ndim", "__getitem__")):
+        raise ImageError(
+            f"predict takes an image array of shape (H, W), (H, W, C) or a stack, not a {type(image).__name__}; "
+            "convert it with numpy.asarray."
+        )
     rgb = is_rgb(image.shape, rgb)
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)

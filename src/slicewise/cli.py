@@ -10,20 +10,25 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tifffile
 
 from slicewise.core.types import EXPLAIN_METHODS, UNCERTAINTY_METHODS
-from slicewise.errors import ImageError, SlicewiseError, boundary_error, one_line
+from slicewise.errors import ImageError, SlicewiseError, boundary_error, one_line, printable
 from slicewise.models.spec import NORMALIZATIONS
 
 if TYPE_CHECKING:
     from slicewise.models.importers import ImportOptions
     from slicewise.models.spec import ModelSpec
+
+
+def _say(text: str) -> None:
+    """Print a line built from a file's own words (names, classes, provenance) with control characters escaped."""
+    print(printable(text))
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
@@ -42,11 +47,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.core.metrics import dice_score, overlap_counts
     from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.types import SliceRef
-    from slicewise.io.images import list_images, read_image, write_labels
+    from slicewise.io.images import list_images, read_image, write_labels, write_tiff
     from slicewise.io.lazy import open_image
 
     model = load_model(args.model, device=args.device, allow_torchscript=args.allow_torchscript)
-    print(f"model {model.name} on {model.describe_device()}", file=sys.stderr)
+    print(printable(f"model {model.name} on {model.describe_device()}"), file=sys.stderr)
     out = Path(args.out)
     scores, pooled = [], [0, 0]
     extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
@@ -74,7 +79,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for position, extra in ((1, "uncertainty"), (2, "explanation")):
             if kept[0][position] is not None:
                 maps = np.stack([k[position] for k in kept]) if ndim == 3 else kept[0][position]
-                tifffile.imwrite(out / f"{path.stem}_{extra}.tif", maps, compression="zlib")
+                write_tiff(out / f"{path.stem}_{extra}.tif", maps)
         if args.reference:
             reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
             k = model.spec.output.num_classes
@@ -158,16 +163,16 @@ def _inspect_foreign(path: Path, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{spec.name}  ({path})")
-    print(f"  format        {imported.format} ({', '.join(f'{k} {v}' for k, v in imported.details.items())})")
-    print(f"  architecture  {spec.arch} {json.dumps(spec.init_kwargs)}")
-    print(f"  classes       {', '.join(info['classes'])} ({spec.output.activation})")
-    print(f"  input         {_input_line(spec)}")
+    _say(f"{spec.name}  ({path})")
+    _say(f"  format        {imported.format} ({', '.join(f'{k} {v}' for k, v in imported.details.items())})")
+    _say(f"  architecture  {spec.arch} {json.dumps(spec.init_kwargs)}")
+    _say(f"  classes       {', '.join(info['classes'])} ({spec.output.activation})")
+    _say(f"  input         {_input_line(spec)}")
     if imported.assumed:
-        print(f"  assumed       {', '.join(imported.assumed)}: not in the file; pass --{' --'.join(imported.assumed)}")
+        _say(f"  assumed       {', '.join(imported.assumed)}: not in the file; pass --{' --'.join(imported.assumed)}")
     if info["prompts"]:
-        print(f"  prompts       {', '.join(info['prompts'])}")
-    print(f"  convert       {'yes' if info['convertible'] else 'no (a runnable file, not weights)'}")
+        _say(f"  prompts       {', '.join(info['prompts'])}")
+    _say(f"  convert       {'yes' if info['convertible'] else 'no (a runnable file, not weights)'}")
     return 0
 
 
@@ -175,6 +180,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from slicewise.models.checkpoint import read_header
     from slicewise.models.registry import get_adapter
     from slicewise.models.sources import packaged_header, resolve
+    from slicewise.models.validate import unfinished_note
 
     source = resolve(args.model)
     if source.kind == "foreign":
@@ -198,15 +204,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['name']}  ({path})")
-    print(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
-    print(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
-    print(f"  classes       {', '.join(info['classes'])}")
-    print(f"  input         {_input_line(header.spec)}")
+    _say(f"{info['name']}  ({path})")
+    _say(f"  family        {adapter.family} ({adapter.kind}): {adapter.description}")
+    _say(f"  architecture  {header.spec.arch} {json.dumps(header.spec.init_kwargs)}")
+    _say(f"  classes       {', '.join(info['classes'])}")
+    _say(f"  input         {_input_line(header.spec)}")
     if adapter.prompt_kinds:
-        print(f"  prompts       {', '.join(adapter.prompt_kinds)}")
+        _say(f"  prompts       {', '.join(adapter.prompt_kinds)}")
     for key, value in header.provenance.items():
-        print(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        _say(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    note = unfinished_note(header.provenance, path.name if isinstance(path, Path) else str(path))
+    if note:
+        _say(f"  unfinished    {note}")
     return 0
 
 
@@ -383,8 +392,14 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     (an unanticipated error still raises under pytest and with SLICEWISE_DEBUG=1: see ``boundary_error``).
     """
     args = parser.parse_args(argv)
+
+    def warn(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"{parser.prog}: warning: {one_line(printable(message))}", file=sys.stderr)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = warn  # one line per warning, as errors are (an unfinished run, say)
+            return args.run(args)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,14 @@ from contextlib import contextmanager, suppress
 
 
 class SlicewiseError(Exception):
-    """Base class: the message is a complete sentence meant for the person at the screen."""
+    """Base class: the message is a complete sentence meant for the person at the screen.
+
+    ``str(error)`` is always one line of at most ``MESSAGE_LIMIT`` characters without control
+    characters, whatever file contents (a spec name with a newline or an ANSI escape) it quotes.
+    """
+
+    def __str__(self) -> str:
+        return one_line(printable(one_line(super().__str__(), 10**6)))
 
 
 class CheckpointError(SlicewiseError):
@@ -39,6 +46,10 @@ class PretrainedWeightsError(SlicewiseError):
 
 class DeviceError(SlicewiseError):
     """A device was asked for that this machine does not have."""
+
+
+class ModelRunError(SlicewiseError):
+    """A loaded network that fails in its own forward pass on a valid slice (its settings are damaged)."""
 
 
 class OptionError(SlicewiseError, ValueError):

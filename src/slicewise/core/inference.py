@@ -8,8 +8,8 @@ widget runs it in a napari worker (cancelling at the yields), the CLI and tests 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
-from contextlib import nullcontext
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ import torch
 from slicewise.core import explain, tiling, uncertainty
 from slicewise.core.preprocess import network_shape, prepare
 from slicewise.core.types import Prediction, PredictOptions, Progress
-from slicewise.errors import SlicewiseError
+from slicewise.errors import ModelRunError, SlicewiseError, one_line, printable
 from slicewise.models.loaded import Ensemble, LoadedModel
 
 _STAGES = ("prepare", "forward", "postprocess")
@@ -33,9 +33,26 @@ def autocast_for(model: LoadedModel) -> torch.autocast | nullcontext:
 
 def _forward(model: LoadedModel, batch: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits of ``model`` (or of ``module``, a private twin of its network) for a batch."""
-    with torch.inference_mode(), autocast_for(model):
+    with torch.inference_mode(), autocast_for(model), running(model):
         # back to the standard layout: argmax over a channels-last tensor is ~10x slower
         return model.adapter.logits(model.module if module is None else module, batch).float().contiguous()
+
+
+@contextmanager
+def running(model: LoadedModel) -> Iterator[None]:
+    """Turn a network's own failure on a valid slice into one sentence: a model whose spec or weights
+    were edited can build and load, yet fail in its forward pass (a NaN dropout rate, a bad head size)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, IndexError, TypeError, ZeroDivisionError, AssertionError) as error:
+        if isinstance(error, SlicewiseError) or "out of memory" in str(error):
+            raise
+        raise ModelRunError(
+            one_line(
+                f"The model {printable(model.name)} failed on this slice ({type(error).__name__}: "
+                f"{one_line(error, 120)}); its checkpoint's settings are damaged, so re-export or replace it."
+            )
+        ) from error
 
 
 def probabilities_from_logits(logits: torch.Tensor, activation: str) -> torch.Tensor:

@@ -76,9 +76,9 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
-        from pydicom.errors import InvalidDicomError
+        from pydicom.errors import BytesLengthException, InvalidDicomError
 
-        extra.append(InvalidDicomError)
+        extra += [InvalidDicomError, BytesLengthException]
     except ImportError:
         pass
     try:

@@ -119,8 +119,9 @@ def from_state(
     provenance: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``."""
-    from slicewise.models.validate import build_checked, check_weights
+    from slicewise.models.validate import build_checked, check_weights, warn_if_unfinished
 
+    warn_if_unfinished(provenance or {}, source)
     adapter = get_adapter(spec.arch)
     check_weights(adapter, spec, state_dict, source)  # names, shapes, dtypes, finiteness: before allocating
     module = build_checked(adapter, spec, source)

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from slicewise.errors import UnknownModelError
+from slicewise.errors import UnknownModelError, printable
 from slicewise.models.adapters.base import Adapter
 from slicewise.models.spec import InputSpec, ModelSpec, OutputSpec
 
@@ -49,7 +49,7 @@ def get_adapter(arch: str) -> Adapter:
         target = ARCHITECTURES[arch]
     except KeyError:
         raise UnknownModelError(
-            f"Unknown architecture {arch!r}; choose one of: {', '.join(architectures())}."
+            f"Unknown architecture {printable(arch)[:40]!r}; choose one of: {', '.join(architectures())}."
         ) from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)()

@@ -54,6 +54,9 @@ class InputSpec:
             raise ValueError(f"size must be at most {MAX_SIZE}, got {self.size}")
         if len(self.percentiles) != 2:
             raise ValueError(f"percentiles must be two numbers, got {self.percentiles!r}")
+        low, high = (float(p) for p in self.percentiles)
+        if not 0 <= low < high <= 100:  # also false for NaN
+            raise ValueError(f"percentiles must be two numbers 0 <= low < high <= 100, got {self.percentiles!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.divisor < 1:

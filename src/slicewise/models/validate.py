@@ -6,22 +6,31 @@
 so a spec with absurd widths is refused instead of attempting a terabyte allocation, and compares the
 file's tensors with the network's: the same names and shapes, floating weights stored as float16,
 bfloat16 or float32 (integer, boolean and float64 weights are refused), and every value finite.
+``warn_if_unfinished`` says when a checkpoint comes from a training run that had not reached its end.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from slicewise.errors import CheckpointError, one_line
+from slicewise.errors import CheckpointError, UnfinishedRunWarning, one_line, printable
 from slicewise.models.adapters.base import Adapter
 from slicewise.models.spec import ModelSpec
 
-__all__ = ["MAX_PARAMETER_BYTES", "build_checked", "check_weights", "meta_module"]
+__all__ = [
+    "MAX_PARAMETER_BYTES",
+    "build_checked",
+    "check_weights",
+    "meta_module",
+    "unfinished_note",
+    "warn_if_unfinished",
+]
 
 MAX_PARAMETER_BYTES = 8 * 2**30  # SAM ViT-H, the largest network slicewise reads, holds 2.6 GB
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -63,11 +72,44 @@ def _unknown_kwargs(adapter: Adapter, spec: ModelSpec) -> list[str]:
     return sorted(set(adapter.kwargs(spec)) - names)
 
 
+MAX_SETTING = 2**16  # no width, size or count a segmentation network is built from is larger
+MAX_REPEAT = 256  # layers, blocks or residual units per stage: a bigger count takes hours to construct
+_REPEAT_WORDS = ("depth", "layers", "res_units", "blocks", "repeat")
+
+
+def _settings(value: Any, key: str = "") -> Any:
+    """Every (key, number) in a JSON value, nested dicts and lists included."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _settings(item, str(name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _settings(item, key)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield key, value
+
+
+def check_settings(spec: ModelSpec, source: str = "") -> None:
+    """Refuse ``init_kwargs`` no network is built from — non-finite numbers, sizes beyond ``MAX_SETTING``,
+    repeat counts beyond ``MAX_REPEAT`` — before a constructor loops or allocates for hours."""
+    name = source or "the checkpoint"
+    for key, value in _settings(spec.init_kwargs):
+        limit = MAX_REPEAT if any(word in key.lower() for word in _REPEAT_WORDS) else MAX_SETTING
+        if value != value or abs(value) in (float("inf"),) or abs(value) > limit:
+            raise CheckpointError(
+                one_line(
+                    f"The spec in {name} sets {printable(key)[:40] or 'a value'} to {printable(value)[:24]}, "
+                    f"beyond any {spec.arch} slicewise builds (at most {limit}); its init_kwargs were edited."
+                )
+            )
+
+
 def build_checked(
     adapter: Adapter, spec: ModelSpec, source: str = "", *, build: Callable[[], nn.Module] | None = None
 ) -> nn.Module:
     """``adapter.build(spec)`` (or ``build()``), with the library's refusal of the spec as one ``CheckpointError``."""
     name = source or "the checkpoint"
+    check_settings(spec, source)
     unknown = _unknown_kwargs(adapter, spec)
     if unknown:
         raise CheckpointError(
@@ -159,3 +201,21 @@ def check_weights(adapter: Adapter, spec: ModelSpec, state_dict: dict[str, Any],
                     "is damaged, so use an earlier checkpoint."
                 )
             )
+
+
+def unfinished_note(provenance: dict[str, Any], source: str = "") -> str | None:
+    """The sentence for a checkpoint saved by a training run that had not reached its end, else None."""
+    if provenance.get("finished") is not False:
+        return None
+    epoch, planned = provenance.get("best_epoch", "?"), provenance.get("epochs_planned", "?")
+    return printable(
+        f"{source or 'This checkpoint'} comes from a training run that had not finished (best of epoch {epoch} "
+        f"of {planned} planned); resume the run with slicewise-train fit --resume, or use it knowingly."
+    )
+
+
+def warn_if_unfinished(provenance: dict[str, Any], source: str = "") -> None:
+    """Warn (``UnfinishedRunWarning``) when a model being loaded comes from an unfinished training run."""
+    note = unfinished_note(provenance, source)
+    if note is not None:
+        warnings.warn(UnfinishedRunWarning(note), stacklevel=3)

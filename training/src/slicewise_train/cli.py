@@ -11,7 +11,7 @@ from pathlib import Path
 
 from slicewise.cli import run_command
 from slicewise.errors import SlicewiseError
-from slicewise_train.config import TrainConfig
+from slicewise_train.config import TrainConfig, bound_epochs
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -21,12 +21,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     overrides = {
         "data": tuple(args.data) if args.data else None,
         "arch": args.model,
-        "epochs": args.epochs,
         "lr_grid": (args.lr,) if args.lr else None,
         "folds": args.folds,
         "device": args.device,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SlicewiseError(f"--epochs must be at least 1, got {args.epochs}.")
+        config = bound_epochs(config, args.epochs)  # --epochs bounds the whole run, learning-rate grid included
     if not config.data:
         raise SlicewiseError("Give at least one dataset with --data DIR (or a config file that names one).")
     checkpoint = fit_and_report(config, args.out, resume=args.resume)
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train a registry architecture on shared-layout datasets")
     p.add_argument("--data", action="append", help="dataset folder (images/, masks/, split.json); repeatable")
     p.add_argument("--model", help="registry architecture name (slicewise models --architectures)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="the most epochs the whole run trains, learning-rate grid included")
     p.add_argument("--lr", type=float, help="one learning rate instead of the config's grid search")
     p.add_argument("--folds", type=int, help="k-fold cross-validation over train+val (k >= 2)")
     p.add_argument("--device", help="auto (default), cpu or cuda")

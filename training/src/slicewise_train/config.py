@@ -9,7 +9,7 @@ cross-entropy loss. ``configs/`` holds the CPU-sized variants used for the shipp
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class GenerativeConfig:
     def from_dict(cls, values: dict[str, Any]) -> GenerativeConfig:
         """Settings from JSON values; an unknown setting is one sentence listing the valid ones."""
         if not isinstance(values, dict):
-            raise SlicewiseError("The config's generative must be an object of settings, such as {\"weight\": 1.0}.")
+            raise SlicewiseError('The config\'s generative must be an object of settings, such as {"weight": 1.0}.')
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -77,6 +77,7 @@ class GenerativeConfig:
                 f"Unknown generative setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                 f"valid settings are: {', '.join(sorted(known))}."
             )
+        check_types(cls, values, "generative setting")
         return cls(**values)
 
 
@@ -160,11 +161,72 @@ class TrainConfig:
                 f"Unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                 f"valid keys are: {', '.join(sorted(known))}."
             )
-        return cls(**{**values, "data": tuple(values.get("data", ()))})
+        check_types(cls, values, "config")
+        data = values.get("data", ())
+        return cls(**{**values, "data": (data,) if isinstance(data, str) else tuple(data)})
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(read_json(path))
+
+
+def bound_epochs(config: TrainConfig, total: int) -> TrainConfig:
+    """``config`` trimmed so the whole run — learning-rate grid included — trains at most ``total`` epochs.
+
+    The grid keeps its rates and gets at most half the budget (``grid_epochs`` shrinks to fit); when
+    half the budget cannot give each rate one epoch the grid is skipped and the first rate is used.
+    """
+    rates = len(config.lr_grid) if len(config.lr_grid) > 1 else 0
+    grid_epochs = min(config.grid_epochs, total // 2 // rates) if rates else 0
+    if rates and grid_epochs == 0:
+        return replace(config, epochs=total, learning_rate=config.lr_grid[0], lr_grid=())
+    return replace(config, epochs=total - rates * grid_epochs, grid_epochs=max(1, grid_epochs))
+
+
+_KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _fits(annotation: str, value: Any) -> bool:
+    """Whether a JSON value fits a field annotation such as ``int``, ``str | None`` or ``tuple[float, ...]``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    for option in (part.strip() for part in annotation.split("|")):
+        if (
+            (option == "None" and value is None)
+            or (option == "int" and number and float(value).is_integer())
+            or (option == "float" and number)
+            or (option == "str" and isinstance(value, str))
+            or (option == "bool" and isinstance(value, bool))
+            or (option.startswith("dict") and isinstance(value, dict))
+            or (
+                option.startswith("tuple[float")
+                and isinstance(value, list | tuple)
+                and all(_fits("float", v) for v in value)
+            )
+            or (option.startswith("tuple[str") and isinstance(value, str | list | tuple))
+            or (option not in _KINDS and option[0].isupper() and isinstance(value, dict))  # a nested settings object
+        ):
+            return True
+    return False
+
+
+def _describe(option: str) -> str:
+    if option.startswith("tuple[float"):
+        return "a list of numbers"
+    if option.startswith("tuple[str"):
+        return "a list of strings"
+    if option == "None":
+        return "null"
+    return _KINDS.get(option, "an object")
+
+
+def check_types(cls: type, values: dict[str, Any], what: str) -> None:
+    """Refuse a JSON value of the wrong type for a dataclass field in one sentence (``"epochs": "ten"``)."""
+    for f in fields(cls):
+        if f.name in values and isinstance(f.type, str) and not _fits(f.type, values[f.name]):
+            wanted = " or ".join(_describe(part.strip()) for part in f.type.split("|"))
+            shown = json.dumps(values[f.name], default=str)
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            raise SlicewiseError(f"The {what} {f.name!r} is {shown}; it must be {wanted}.")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from slicewise.errors import SlicewiseError
+from slicewise.errors import SlicewiseError, TrainingDataError
+from slicewise.io.images import read_image
 from slicewise.io.samples import split_stems as read_split
 from slicewise_train.config import TrainConfig
 
@@ -27,13 +27,32 @@ def load_split(root: str | Path, split: str) -> list[Sample]:
 
 
 def load_stems(root: str | Path, stems: list[str]) -> list[Sample]:
-    """The images and masks with these stems."""
+    """The images and masks with these stems, checked: both present, readable, 2D, of one size."""
     root = Path(root)
     samples = []
     for stem in stems:
-        image = np.asarray(Image.open(root / "images" / f"{stem}.png"))
-        mask = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
-        samples.append(Sample(stem=stem, image=image, mask=mask))
+        image_file, mask_file = root / "images" / f"{stem}.png", root / "masks" / f"{stem}.png"
+        for file in (image_file, mask_file):
+            if not file.is_file():
+                raise TrainingDataError(
+                    f"{file.relative_to(root)} is missing in {root.name}; every stem in split.json needs an image "
+                    "and a mask PNG."
+                )
+        image, mask = read_image(image_file), read_image(mask_file)
+        if image.ndim not in (2, 3) or mask.ndim != 2 and not (mask.ndim == 3 and mask.shape[2] == 1):
+            raise TrainingDataError(
+                f"{stem} in {root.name} has an image of shape {image.shape} and a mask of shape {mask.shape}; "
+                "expected a 2D image and a single-channel 2D mask."
+            )
+        mask = mask.reshape(mask.shape[:2])
+        if image.shape[:2] != mask.shape:
+            raise TrainingDataError(
+                f"The image and mask of {stem} in {root.name} differ in size ({image.shape[1]}×{image.shape[0]} and "
+                f"{mask.shape[1]}×{mask.shape[0]} px); a mask must cover its image pixel for pixel."
+            )
+        if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != bool:
+            raise TrainingDataError(f"The mask of {stem} in {root.name} is {mask.dtype}; masks hold integer labels.")
+        samples.append(Sample(stem=stem, image=image, mask=mask.astype(np.uint8, copy=False)))
     return samples
 
 
@@ -78,9 +97,13 @@ def manifest_entry(root: str | Path) -> dict:
     """The dataset's entry in the shared ``manifest.json`` beside it (task, classes, …), or ``{}``."""
     root = Path(root)
     manifest = root.parent / "manifest.json"
-    if manifest.exists():
-        for entry in json.loads(manifest.read_text()).get("datasets_2d", []):
-            if entry.get("id") == root.name:
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text()).get("datasets_2d", [])
+        except (ValueError, AttributeError, RecursionError):
+            raise TrainingDataError(f"{manifest} is not a valid dataset manifest; fix or remove it.") from None
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == root.name:
                 return entry
     return {}
 

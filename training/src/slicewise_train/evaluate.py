@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 import slicewise
 from slicewise.errors import SlicewiseError
-from slicewise_train.data import load_split
+from slicewise_train.data import load_split, manifest_entry
 from slicewise_train.metrics import NSD_TOLERANCE_PX, Counts, SplitScores, image_scores, split_scores
 
 
@@ -71,9 +71,11 @@ def evaluate(model: slicewise.LoadedModel | str | Path, data: str | Path, split:
     num_classes = model.spec.output.num_classes
     samples = load_split(data, split)
     found = max(int(s.mask.max()) for s in samples) + 1
-    if found > num_classes:
+    declared = manifest_entry(data).get("classes")
+    classes = len(declared) if isinstance(declared, dict | list) and declared else found
+    if max(found, classes) > num_classes or classes < num_classes:
         raise SlicewiseError(
-            f"{Path(data).name} has {found} classes but {model.name} predicts {num_classes} "
+            f"{Path(data).name} has {max(found, classes)} classes but {model.name} predicts {num_classes} "
             f"({', '.join(model.spec.output.class_names)}); evaluate it on a dataset of its task."
         )
     per_image: dict[str, dict[str, float]] = {}

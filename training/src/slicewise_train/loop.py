@@ -43,7 +43,7 @@ from slicewise.core.preprocess import resize_long_side, to_network_frame
 from slicewise.errors import SlicewiseError
 from slicewise.io.autosave import write_atomically
 from slicewise.models.adapters.base import resize_logits
-from slicewise.models.checkpoint import save_checkpoint
+from slicewise.models.checkpoint import load_checkpoint, save_checkpoint
 from slicewise.models.loaded import resolve_device
 from slicewise.models.registry import build_model, get_adapter, make_spec
 from slicewise.models.spec import ModelSpec
@@ -416,8 +416,66 @@ def _save_best(out: Path, config: TrainConfig, setup: Setup, learning_rate: floa
         "learning_rate": learning_rate,
         "best_epoch": state["best_epoch"],
         "metrics": {"val_dice": round(state["best"], 4)},
+        # until ``fit`` reaches its end this file is a snapshot of an unfinished run; inspect and load_model say so
+        "finished": False,
+        "epochs_planned": config.epochs,
     }
     save_checkpoint(out / "model.safetensors", setup.model.state_dict(), setup.spec, provenance)
+
+
+def mark_finished(checkpoint: Path, epochs_run: int) -> None:
+    """Rewrite a run's best checkpoint (atomically) with ``finished: true`` now that the run has ended."""
+    header, tensors = load_checkpoint(checkpoint)
+    provenance = {**header.provenance, "finished": True, "epochs_run": epochs_run}
+    save_checkpoint(checkpoint, tensors, header.spec, provenance)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file written atomically: a killed run leaves the old file or none, never half of one."""
+    write_atomically(path, lambda file: file.write(text.encode()))
+
+
+def estimate_seconds(config: TrainConfig, setup: Setup, device: torch.device, epochs: int) -> float:
+    """Seconds ``epochs`` epochs will take, from one timed forward pass of one batch (×3 for the backward
+    pass and the optimiser step) plus the validation passes; a rough figure, stated before a long run."""
+    batch = min(config.batch_size, len(setup.train_set))
+    inputs = torch.stack([setup.train_set[i][0] for i in range(batch)]).to(device)
+    setup.trainable.eval()
+    with torch.inference_mode():
+        started = time.perf_counter()
+        setup.forward(setup.trainable, inputs, tuple(inputs.shape[-2:]))
+        per_batch = time.perf_counter() - started
+    setup.trainable.train()
+    steps = math.ceil(len(setup.train_set) / batch)
+    validation = math.ceil(len(setup.val_set) / batch)
+    return epochs * (3 * steps + validation) * per_batch
+
+
+def announce(config: TrainConfig, setup: Setup, device: torch.device) -> None:
+    """Say up front how many epochs the whole run trains (grid included) and about how long it takes."""
+    grid = config.grid_epochs * len(config.lr_grid) if len(config.lr_grid) > 1 else 0
+    total = grid + config.epochs
+    try:
+        seconds = estimate_seconds(config, setup, device, total)
+    except (RuntimeError, TypeError, IndexError, ValueError):  # a setup whose batches cannot be timed this way
+        tqdm.write(f"training up to {total} epochs over {len(setup.train_set)} images on {device.type}")
+        return
+    parts = f"{len(config.lr_grid)} learning rates × {config.grid_epochs} + {config.epochs}" if grid else str(total)
+    message = (
+        f"training up to {total} epochs ({parts}) over {len(setup.train_set)} images on {device.type}: "
+        f"about {_duration(seconds)}"
+    )
+    if seconds > 600:
+        message += " — pass --epochs N to bound the whole run, or --lr to skip the learning-rate grid"
+    tqdm.write(message)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def choose_learning_rate(
@@ -445,7 +503,7 @@ def choose_learning_rate(
             )
         setup.trainable.load_state_dict(start)
         if ranks.main:
-            record.write_text(json.dumps(trials, indent=1))
+            write_text(record, json.dumps(trials, indent=1))
     best = max(trials, key=lambda t: t["val_dice"])
     return best["learning_rate"], trials
 
@@ -473,6 +531,8 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path:
         from slicewise_train.generative import prepare_synthesis
 
         setup.synthesis = prepare_synthesis(config, setup, out, device, world=ranks.world)
+    if ranks.main:
+        announce(config, setup, device)
     learning_rate, trials = choose_learning_rate(config, setup, out, device, ranks)
     state = train_once(config, setup, learning_rate, config.epochs, out, device, ranks, resume=resume)
     if ranks.main:
@@ -492,6 +552,8 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path:
         }
         if setup.synthesis is not None:
             summary["generative"] = setup.synthesis.finish(out)
-        (out / "history.json").write_text(json.dumps(summary, indent=1))
-        (out / "config.json").write_text(config.to_json())
+        write_text(out / "history.json", json.dumps(summary, indent=1))
+        write_text(out / "config.json", config.to_json())
+        if (out / "model.safetensors").exists():
+            mark_finished(out / "model.safetensors", state["epoch"])
     return out / "model.safetensors"
