@@ -1,6 +1,7 @@
 """slicewise: annotation-assisted 2D medical image segmentation for napari.
 
-Load any model (``load_model``), predict on a slice (``predict``); the napari widget and the
+Load any model (``load_model``), predict on a slice (``predict``), teach a new task from a few
+labelled slices (``teach``, ``save_model``); the napari widget and the
 ``slicewise`` CLI call these same functions.
 
 Importing ``slicewise`` (or its readers, ``slicewise.io``) is light: the names below load their
@@ -19,6 +20,8 @@ _LAZY = {
     "DEFAULT_MODEL": "slicewise.api",
     "load_model": "slicewise.api",
     "predict": "slicewise.api",
+    "save_model": "slicewise.api",
+    "teach": "slicewise.api",
     "Prediction": "slicewise.core.types",
     "PredictOptions": "slicewise.core.types",
     "Progress": "slicewise.core.types",
@@ -42,10 +45,12 @@ __all__ = [
     "bundled_models",
     "load_model",
     "predict",
+    "save_model",
+    "teach",
 ]
 
 if TYPE_CHECKING:
-    from slicewise.api import DEFAULT_MODEL, load_model, predict
+    from slicewise.api import DEFAULT_MODEL, load_model, predict, save_model, teach
     from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
     from slicewise.errors import SlicewiseError
     from slicewise.models.loaded import Ensemble, LoadedModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -102,3 +103,40 @@ def predict(
         slice_ref=ref, uncertainty=uncertainty, explain=explain, target_class=target_class, tile_size=tile_size
     )
     return _predict(model, plane, options)
+
+
+def teach(
+    images: np.ndarray | Sequence[np.ndarray],
+    masks: np.ndarray | Sequence[np.ndarray],
+    *,
+    encoder: str = "auto",
+    mode: str = "head",
+    classes: Sequence[str] | None = None,
+    labelled: Sequence[int] | None = None,
+    strokes: bool = False,
+    previous: LoadedModel | None = None,
+) -> LoadedModel:
+    """A model for a new task from a few labelled slices, fitted in seconds on a frozen pretrained encoder.
+
+    images, masks: lists of 2D slices and their (H, W) label maps, or a stack (Z, H, W[, C]) with
+    its labels stack and the ``labelled`` slice indices (default: every slice with a label).
+    Complete slices: 0 is background; ``strokes=True``: 0 is not labelled, 1 background, 2… classes.
+    encoder: a name of ``slicewise.models.encoders`` or ``"auto"`` (the best by cross-validation on
+    these slices); mode: ``"head"`` (a light head is trained) or ``"in-context"`` (no training).
+    previous: the last round's model, which a new round starts from.
+    The model predicts like any other and saves with ``save_model``; ``model.provenance["teach"]``
+    holds the report (cross-validated Dice, encoder, slices), see ``slicewise.core.teach``.
+    """
+    from slicewise.core.teach import TeachOptions
+    from slicewise.core.teach import teach as _teach
+
+    options = TeachOptions(encoder=encoder, mode=mode, strokes=strokes)
+    model, _ = _teach(images, masks, classes=classes, labelled=labelled, options=options, previous=previous)
+    return model
+
+
+def save_model(model: LoadedModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` (weights, spec, provenance) as a slicewise ``.safetensors`` checkpoint, atomically."""
+    from slicewise.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(path, model.module.state_dict(), model.spec, model.provenance)

@@ -1,4 +1,4 @@
-"""The ``slicewise`` command line: predict, inspect, convert, models, demo.
+"""The ``slicewise`` command line: predict, teach, inspect, convert, models, demo.
 
 Every failure a person can cause ends in one line on stderr and exit status 2; the commands
 call the same ``load_model``/``predict`` as the widget.
@@ -219,6 +219,36 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from slicewise.api import save_model
+    from slicewise.core.inference import run_to_end
+    from slicewise.core.teach import TeachError, TeachOptions, iter_teach
+    from slicewise.io.images import list_images, read_image
+
+    masks = {path.stem: path for path in list_images([args.masks])}
+    images = [path for path in list_images([args.images]) if path.stem in masks]
+    if not images:
+        raise TeachError(
+            f"No image in {args.images} has a label map of the same name in {args.masks}; "
+            "give each labelled image's mask its image's file name."
+        )
+    classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
+    options = TeachOptions(encoder=args.encoder, mode=args.mode, strokes=args.strokes)
+    model, report = run_to_end(
+        iter_teach(
+            [read_image(path) for path in images],
+            [read_image(masks[path.stem]) for path in images],
+            classes=classes,
+            options=options,
+            name=Path(args.out).stem,
+        )
+    )
+    save_model(model, args.out)
+    _say(report.describe())
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from slicewise.models.sources import convert
 
@@ -357,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="the .safetensors checkpoint to write")
     _add_import_options(p)
     p.set_defaults(run=_cmd_convert)
+
+    p = sub.add_parser("teach", help="teach a model for a new task from a few labelled images (pretrained encoder)")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("masks", help="folder of label maps with the images' file names (0 = background, 1.. = classes)")
+    p.add_argument("--out", required=True, help="the .safetensors model to write")
+    p.add_argument("--encoder", default="auto", help="a pretrained encoder (docs/teach.md) or auto (best by CV)")
+    p.add_argument("--mode", default="head", choices=("head", "in-context"))
+    p.add_argument("--classes", help="class names, background first, comma-separated (default: class 1, class 2, ...)")
+    p.add_argument(
+        "--strokes", action="store_true", help="masks are strokes: 0 = not labelled, 1 = background, 2.. = classes"
+    )
+    p.set_defaults(run=_cmd_teach)
 
     p = sub.add_parser("models", help="list the bundled models (or the architectures)")
     p.add_argument("--architectures", action="store_true", help="list the registry's architectures instead")

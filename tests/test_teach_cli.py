@@ -1,0 +1,63 @@
+"""`slicewise teach` on a folder of real images, then `predict` and `inspect` with the taught file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slicewise.cli import main
+from slicewise.io.samples import split_stems
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def folders(data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    root = data_dir / "kvasir_seg"
+    for stem in split_stems(root, "train")[:3]:
+        shutil.copy(root / "images" / f"{stem}.png", images)
+        shutil.copy(root / "masks" / f"{stem}.png", masks)
+    shutil.copy(root / "images" / f"{split_stems(root, 'test')[0]}.png", images)  # unlabelled: not taught from
+    return images, masks
+
+
+def test_teach_then_predict_and_inspect(folders, tmp_path: Path, capsys):
+    images, masks = folders
+    model = tmp_path / "polyp.safetensors"
+    code = main(["teach", str(images), str(masks), "--out", str(model), "--encoder", "efficientnet_lite0",
+                 "--classes", "background,polyp"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and model.is_file()
+    assert "from 3 complete slices" in out and "cross-validated Dice" in out
+    assert main(["inspect", str(model)]) == 0
+    assert "taught" in capsys.readouterr().out
+    assert main(["predict", str(images), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoder", "resnet9000"], "Unknown pretrained encoder"),
+        (["--classes", "background"], "only 1 classes were named"),
+    ],
+)
+def test_teach_mistakes_are_one_line(folders, tmp_path: Path, capsys, args: list[str], message: str):
+    images, masks = folders
+    code = main(["teach", str(images), str(masks), "--out", str(tmp_path / "m.safetensors"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_masks_named_after_no_image_are_one_line(folders, tmp_path: Path, capsys):
+    images, _ = folders
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(next(images.glob("*.png")), other / "unrelated.png")
+    assert main(["teach", str(images), str(other), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "has a label map of the same name" in capsys.readouterr().err
