@@ -18,6 +18,7 @@ from slicewise._qt.panels.predict import PredictPanel
 from slicewise._qt.panels.prompts import PromptPanel
 from slicewise._qt.panels.restore import RestorePanel
 from slicewise._qt.panels.review import ReviewPanel
+from slicewise._qt.panels.teach import TeachPanel
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
 
@@ -28,6 +29,7 @@ PANELS = {
     "predict": PredictPanel,
     "review": ReviewPanel,
     "prompts": PromptPanel,
+    "teach": TeachPanel,
     "edit": EditPanel,
 }
 

@@ -1,0 +1,217 @@
+"""Teach a new task from the slices a person labelled, propose, and point at the next slice to label.
+
+The panel reads controls and the viewer, runs ``slicewise.core.teach`` in the runner's ``"teach"``
+lane and writes the taught model's proposals into slicewise's own layers (``show_prediction``),
+where the edit panel accepts, merges or rejects them with undo. The person's labels are only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+
+from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
+from slicewise._qt.layers import is_output, show_prediction
+from slicewise._qt.panels import row
+from slicewise._qt.runner import Job, JobRunner
+from slicewise._qt.state import DockState
+from slicewise.api import save_model
+from slicewise.core.inference import iter_predict, run_to_end
+from slicewise.core.slices import take_slice
+from slicewise.core.teach import MODES, TeachOptions, iter_next_slice, iter_teach
+from slicewise.core.types import PredictOptions, Progress, SliceRef
+from slicewise.models.encoders import available_encoders
+from slicewise.models.loaded import LoadedModel
+
+LANE = "teach"
+COMPLETE, STROKES = "complete slices", "strokes"
+HOW = {
+    COMPLETE: "complete slices: every pixel of a labelled slice counts, 0 = background",
+    STROKES: "strokes: 0 = not labelled, 1 = background, 2, 3… = your classes",
+}
+
+
+def _planes(image: Image, labels: Labels) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray, list[int]]:
+    """The image's slices, the labels' slices and which of them carry labels (a 2D image is one slice)."""
+    data, painted = image.data, np.asarray(labels.data)
+    if painted.ndim == 2:
+        return [np.asarray(data)], painted[np.newaxis], [0] if painted.any() else []
+    stack = [take_slice(data, SliceRef((z,)), rgb=image.rgb) for z in range(painted.shape[0])]
+    return stack, painted, [z for z in range(painted.shape[0]) if painted[z].any()]
+
+
+def teach_job(
+    image: Image, labels: Labels, options: TeachOptions, previous: LoadedModel | None
+) -> Generator[Progress, None, tuple[LoadedModel, Any] | Failure]:
+    """Teach from the labelled slices of ``labels`` (the previous round's model as a start)."""
+    try:
+        slices, painted, labelled = _planes(image, labels)
+        model, report = yield from iter_teach(
+            [slices[z] for z in labelled], [painted[z] for z in labelled], options=options, previous=previous,
+            name=f"taught on {labels.name}",
+        )  # fmt: skip
+    except PERSON_ERRORS as error:
+        return failure(error)
+    return model, report
+
+
+def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Generator[Any, None, Failure | None]:
+    """Predict each of ``refs`` with the taught model, yielding each ``Prediction`` as it is ready."""
+    for ref in refs:
+        plane = take_slice(image.data, ref, rgb=image.rgb) if ref.index else np.asarray(image.data)
+        try:
+            prediction = run_to_end(iter_predict(model, plane, PredictOptions(slice_ref=ref, uncertainty="entropy")))
+        except PERSON_ERRORS as error:
+            return failure(error)
+        yield prediction
+    return None
+
+
+def next_slice_job(model: LoadedModel, image: Image, labelled: list[int]) -> Generator[Progress, None, Any]:
+    stack = [take_slice(image.data, SliceRef((z,)), rgb=image.rgb) for z in range(image.data.shape[0])]
+    try:
+        return (yield from iter_next_slice(model, stack, labelled))
+    except PERSON_ERRORS as error:
+        return failure(error)
+
+
+class TeachPanel(Container):
+    """Labels to learn from, encoder, mode, how the labels are painted; Teach, Propose, Next slice, Save."""
+
+    def __init__(self, state: DockState, runner: JobRunner) -> None:
+        super().__init__()
+        self._state, self._runner = state, runner
+        self.model: LoadedModel | None = None
+        self.labels = ComboBox(label="teach from", choices=self._person_layers, tooltip="your labels layer")
+        self.encoder = ComboBox(label="encoder", choices=["auto", *available_encoders()], value="auto")
+        self.mode = ComboBox(label="mode", choices=list(MODES), value="head")
+        self.painted = ComboBox(label="labels are", choices=[COMPLETE, STROKES], value=COMPLETE)
+        self.how = Label(value=HOW[COMPLETE])
+        self.teach_button = PushButton(text="Teach")
+        self.propose_button = PushButton(text="Propose slice")
+        self.propose_all_button = PushButton(text="Propose all")
+        self.next_button = PushButton(text="Next slice to label")
+        self.save_path = FileEdit(label="save as", mode="w", filter="*.safetensors")
+        self.save_button = PushButton(text="Save model")
+        self.status = Label(label="taught", value="nothing yet")
+        self.extend([self.labels, self.encoder, self.mode, self.painted, self.how])
+        self.extend([row(self.teach_button, self.propose_button, self.propose_all_button), self.next_button])
+        self.extend([self.save_path, self.save_button, self.status])
+
+        self.painted.changed.connect(lambda how: setattr(self.how, "value", HOW[how]))
+        self.teach_button.changed.connect(self.teach)
+        self.propose_button.changed.connect(lambda: self.propose(every_slice=False))
+        self.propose_all_button.changed.connect(lambda: self.propose(every_slice=True))
+        self.next_button.changed.connect(self.next_slice)
+        self.save_button.changed.connect(self.save)
+        state.listen(state.viewer.layers.events.inserted, lambda _event: self.labels.reset_choices())
+        state.listen(state.viewer.layers.events.removed, lambda _event: self.labels.reset_choices())
+
+    def _person_layers(self, _widget: ComboBox) -> list[tuple[str, Labels]]:
+        layers = self._state.viewer.layers
+        return [(layer.name, layer) for layer in layers if isinstance(layer, Labels) and not is_output(layer)]
+
+    def _inputs(self) -> tuple[Image, Labels] | None:
+        image, labels = self._state.image, self.labels.value
+        if image is None or labels is None:
+            show_error("Choose the image, and make or open a labels layer and paint a few slices, then press Teach.")
+            return None
+        return image, labels
+
+    def teach(self) -> None:
+        """Teach in a worker from the labelled slices; the model then proposes on the viewed slice."""
+        inputs = self._inputs()
+        if inputs is None:
+            return
+        options = TeachOptions(
+            encoder=str(self.encoder.value), mode=str(self.mode.value), strokes=self.painted.value == STROKES
+        )
+        self.status.value = "teaching…"
+        self._runner.submit(
+            LANE,
+            Job(
+                work=teach_job,
+                args=(*inputs, options, self.model),
+                on_result=self._taught,
+                description="slicewise teach",
+            ),
+        )
+
+    def _taught(self, result: tuple[LoadedModel, Any]) -> None:
+        self.model, report = result
+        self.status.value = report.describe()
+        show_info(report.describe())
+        self.propose(every_slice=False)
+
+    def propose(self, *, every_slice: bool) -> None:
+        """Proposals of the taught model on the viewed slice, or every slice, in slicewise's layers."""
+        image = self._state.image
+        if self.model is None or image is None:
+            show_error("Teach a model first (paint a few slices, then press Teach).")
+            return
+        viewed = self._state.viewed_slice(image)
+        if viewed is None:
+            return
+        depth = image.data.shape[0] if viewed.index else 1
+        refs = [SliceRef((z,)) for z in range(depth)] if every_slice and viewed.index else [viewed]
+        job = Job(
+            work=propose_job,
+            args=(self.model, image, refs),
+            on_yield=lambda prediction: self._show(image, prediction),
+            total=len(refs),
+            description="slicewise proposals",
+        )
+        self._runner.submit(LANE, job)
+
+    def _show(self, image: Image, prediction: Any) -> None:
+        if image in self._state.viewer.layers:
+            self._state.proposal = show_prediction(self._state.viewer, image, prediction)
+
+    def next_slice(self) -> None:
+        """Move the viewer to the unlabelled slice the taught model is least sure about."""
+        inputs = self._inputs()
+        if inputs is None or self.model is None:
+            if inputs is not None:
+                show_error("Teach a model first: the next slice is the one it is least sure about.")
+            return
+        image, labels = inputs
+        if image.data.ndim - int(image.rgb) < 3:
+            show_error("The image is a single slice; there is no other slice to label.")
+            return
+        labelled = _planes(image, labels)[2]
+        self._runner.submit(
+            LANE,
+            Job(
+                work=next_slice_job,
+                args=(self.model, image, labelled),
+                on_result=self._go_to,
+                description="slicewise rank",
+            ),
+        )
+
+    def _go_to(self, index: int | None) -> None:
+        if index is None:
+            show_info("Every slice is labelled.")
+            return
+        self._state.viewer.dims.set_current_step(0, index)
+        self.status.value = f"label slice {index} next: the taught model is least sure there"
+
+    def save(self) -> None:
+        """Write the taught model as a slicewise checkpoint and offer it as a model in the dock."""
+        path = Path(str(self.save_path.value))
+        if self.model is None or str(self.save_path.value) in ("", "."):
+            show_error("Teach a model and choose a file to save it to first.")
+            return
+        try:
+            saved = save_model(self.model, path.with_suffix(".safetensors"))
+        except (OSError, *PERSON_ERRORS) as error:
+            show_error(f"Could not save the model to {path}: {error}")
+            return
+        self._state.open_model(str(saved))
+        self.status.value = f"saved {saved.name}"

@@ -1,0 +1,73 @@
+"""The Teach panel in a real viewer: paint two slices, teach, get a proposal, accept it and undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slicewise._qt.layers import META_KEY
+from slicewise._qt.panels.edit import EditPanel
+from slicewise._qt.panels.teach import STROKES, TeachPanel
+from slicewise._qt.runner import JobRunner
+from slicewise._qt.state import DockState
+
+TIMEOUT_MS = 180_000
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def stack(kvasir_test):
+    height = min(image.shape[0] for _, image, _ in kvasir_test[:4])
+    width = min(image.shape[1] for _, image, _ in kvasir_test[:4])
+    images = np.stack([image[:height, :width] for _, image, _ in kvasir_test[:4]])
+    masks = np.stack([mask[:height, :width] for _, _, mask in kvasir_test[:4]])
+    return images, masks
+
+
+def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_viewer, qtbot, stack):
+    images, masks = stack
+    viewer = make_napari_viewer()
+    state, runner = DockState(viewer), JobRunner()
+    state.image = viewer.add_image(images, name="polyps", rgb=True)
+    person = viewer.add_labels(np.zeros(masks.shape, np.uint8), name="my labels")
+    person.data[0], person.data[2] = masks[0], masks[2]  # two slices painted completely
+    painted = person.data.copy()
+    teach, edit = TeachPanel(state, runner), EditPanel(state, runner)
+    teach.encoder.value = "efficientnet_lite0"
+    assert teach.labels.value is person and "0 = background" in teach.how.value
+    viewer.dims.set_current_step(0, 3)
+
+    teach.teach_button.native.click()
+    qtbot.waitUntil(lambda: state.proposal is not None and not runner.running(), timeout=TIMEOUT_MS)
+    assert teach.model is not None and "from 2 complete slices" in teach.status.value
+    assert state.proposal.metadata[META_KEY]["role"] == "labels"
+    assert state.proposal.data[3].any() and not state.proposal.data[0].any()  # only the viewed slice
+    np.testing.assert_array_equal(person.data, painted)  # teaching never writes the person's labels
+
+    state.target = person
+    edit.accept_button.native.click()
+    assert person.data[3].any()
+    np.testing.assert_array_equal(person.data[[0, 2]], painted[[0, 2]])
+    person.undo()
+    np.testing.assert_array_equal(person.data, painted)
+
+    teach.next_button.native.click()
+    qtbot.waitUntil(lambda: "label slice" in teach.status.value, timeout=TIMEOUT_MS)
+    assert viewer.dims.current_step[0] in (1, 3)
+    runner.close()
+    state.close()
+
+
+def test_teach_says_what_is_missing_and_the_stroke_convention(make_napari_viewer, notifications):
+    viewer = make_napari_viewer()
+    state, runner = DockState(viewer), JobRunner()
+    state.image = viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
+    teach = TeachPanel(state, runner)
+    teach.teach_button.native.click()
+    assert "labels layer" in notifications[-1]
+    teach.painted.value = STROKES
+    assert "1 = background" in teach.how.value
+    viewer.add_labels(np.zeros((2, 32, 32), np.uint8), name="empty")
+    assert teach.labels.value is not None
+    runner.close()
+    state.close()
