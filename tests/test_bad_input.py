@@ -9,6 +9,7 @@ Under pytest the CLI boundary re-raises anything unexpected, so an internal bug 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -254,6 +255,7 @@ def _load_split(root: Path, split: str) -> Any:
     return load_split(root, split)
 
 
+@functools.cache
 def _model():
     return slicewise.load_model(slicewise.DEFAULT_MODEL, device="cpu")
 

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import slicewise
 from slicewise.errors import SlicewiseError
+from slicewise.io.autosave import write_atomically
 from slicewise_train.config import TrainConfig, read_json
 from slicewise_train.data import manifest_entry
 from slicewise_train.evaluate import Evaluation, evaluate
-from slicewise_train.loop import LAST, fit, is_main_process, run_finished
+from slicewise_train.loop import LAST, fit, is_main_process, run_finished, write_text
 from slicewise_train.report import RunResult, write_report
 
 
@@ -129,7 +129,7 @@ def evaluate_run(checkpoint: Path, data_root: Path, evaluation_sets: list[Path],
         loaded = loaded or slicewise.load_model(checkpoint)
         evaluations.append(evaluate(loaded, dataset, "test"))
         cached[dataset.name] = evaluations[-1].record()
-        cache_file.write_text(json.dumps({"checkpoint": stamp, "evaluations": cached}))
+        write_text(cache_file, json.dumps({"checkpoint": stamp, "evaluations": cached}))
     return RunResult(
         model=model, data_root=data_root, checkpoint=checkpoint, evaluations=evaluations, training=training
     )
@@ -157,7 +157,7 @@ def fit_and_report(config: TrainConfig, out: str | Path, *, resume: bool = False
         return out / "model.safetensors"
     if config.folds:
         best = max(results, key=lambda r: r.training["val_dice"])
-        shutil.copyfile(best.checkpoint, out / "model.safetensors")
+        write_atomically(out / "model.safetensors", lambda file: file.write(best.checkpoint.read_bytes()))
     write_report(
         out,
         results,
