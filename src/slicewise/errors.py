@@ -21,7 +21,12 @@ class SlicewiseError(Exception):
     """
 
     def __str__(self) -> str:
-        return one_line(printable(one_line(super().__str__(), 10**6)))
+        text = printable(one_line(super().__str__(), 10**6))
+        if len(text) <= MESSAGE_LIMIT:
+            return text
+        # too long (a long path, a quoted value): shorten the middle, keeping the start and what to do
+        tail = MESSAGE_LIMIT // 2
+        return text[: MESSAGE_LIMIT - tail - 1].rstrip() + "…" + text[-tail:].lstrip()
 
 
 class CheckpointError(SlicewiseError):
