@@ -1,0 +1,54 @@
+"""Screenshot of the Teach panel in use: three slices of the sample stack labelled, taught, proposed.
+
+xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teach.py docs/images/teach.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import napari
+import numpy as np
+import torch
+from screenshot import settle
+
+from slicewise._qt.dock import SlicewiseDock
+from slicewise._sample_data import kvasir_test_stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--slice", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a busy machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    viewer = napari.Viewer(title="slicewise teach")
+    for data, kwargs, kind in kvasir_test_stack():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    reference = viewer.layers["reference masks"]
+    reference.visible = False
+    mine = viewer.add_labels(np.zeros(reference.data.shape, np.uint8), name="my labels")
+    for z in (0, 1, 2, 3):  # the slices a person painted completely
+        mine.data[z] = reference.data[z]
+    dock = SlicewiseDock(viewer)
+    for name in ("restore", "predict", "review", "prompts"):
+        getattr(dock, name).visible = False
+    viewer.window.add_dock_widget(dock, name="slicewise", area="right")
+    viewer.window.resize(1400, 980)
+    dock.state.image = viewer.layers["kvasir_seg test"]
+    dock.teach.labels.value = mine
+    dock.teach.encoder.value = args.encoder
+    viewer.dims.set_current_step(0, args.slice)
+    dock.teach.teach_button.native.click()
+    settle(lambda: dock.state.proposal is not None and not dock.runner.running(), seconds=900)
+    print(dock.teach.status.value, flush=True)
+    viewer.layers.selection.active = mine
+    settle(lambda: True, seconds=1)
+    viewer.screenshot(args.out, canvas_only=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
