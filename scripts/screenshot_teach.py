@@ -35,6 +35,7 @@ def main() -> None:
     dock = SlicewiseDock(viewer)
     for name in ("restore", "predict", "review", "prompts"):
         getattr(dock, name).visible = False
+    dock.native.setMaximumWidth(560)  # leave the canvas most of the window
     viewer.window.add_dock_widget(dock, name="slicewise", area="right")
     viewer.window.resize(1400, 980)
     dock.state.image = viewer.layers["kvasir_seg test"]

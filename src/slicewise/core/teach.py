@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slicewise.core.features import encoder_input_spec, frozen_encoder, slice_features
+from slicewise.core.features import frozen_encoder, slice_features
 from slicewise.core.inference import run_to_end, to_slice
 from slicewise.core.preprocess import resize_long_side
 from slicewise.core.types import Progress
@@ -439,8 +439,6 @@ def _as_model(
         hidden=options.hidden,
         bank_size=len(head.bank) if is_support else 0,
     )
-    spec_input = encoder_input_spec(encoder)
-    assert spec.input.divisor == spec_input.divisor and spec.input.size == spec_input.size
     module = TaughtSegmenter(frozen_encoder(encoder), head).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")
 

