@@ -63,6 +63,7 @@ class FeatureCache:
     def __init__(self, max_bytes: int = _CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, str], SliceFeatures] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __contains__(self, key: tuple[str, str]) -> bool:
@@ -77,14 +78,16 @@ class FeatureCache:
 
     def put(self, key: tuple[str, str], features: SliceFeatures) -> None:
         with self._lock:
+            previous = self._items.pop(key, None)
+            self._bytes += features.nbytes - (previous.nbytes if previous is not None else 0)
             self._items[key] = features
-            self._items.move_to_end(key)
-            while len(self._items) > 1 and sum(f.nbytes for f in self._items.values()) > self.max_bytes:
-                self._items.popitem(last=False)
+            while len(self._items) > 1 and self._bytes > self.max_bytes:
+                self._bytes -= self._items.popitem(last=False)[1].nbytes
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._bytes = 0
 
 
 FEATURES = FeatureCache()

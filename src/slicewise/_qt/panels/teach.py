@@ -37,13 +37,18 @@ HOW = {
 }
 
 
-def _planes(image: Image, labels: Labels) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray, list[int]]:
-    """The image's slices, the labels' slices and which of them carry labels (a 2D image is one slice)."""
-    data, painted = image.data, np.asarray(labels.data)
-    if painted.ndim == 2:
-        return [np.asarray(data)], painted[np.newaxis], [0] if painted.any() else []
-    stack = [take_slice(data, SliceRef((z,)), rgb=image.rgb) for z in range(painted.shape[0])]
-    return stack, painted, [z for z in range(painted.shape[0]) if painted[z].any()]
+def _labelled_slices(labels: Labels) -> tuple[np.ndarray, list[int]]:
+    """The labels as a stack (a 2D layer is one slice) and the indices of the slices that carry labels."""
+    painted = np.asarray(labels.data)
+    painted = painted[np.newaxis] if painted.ndim == 2 else painted
+    return painted, [z for z in range(painted.shape[0]) if painted[z].any()]
+
+
+def _image_slice(image: Image, ref: SliceRef) -> np.ndarray:
+    """The slice ``ref`` of the image layer (the whole image when it is 2D), read alone (lazy stacks stay lazy)."""
+    if not ref.index:
+        return np.asarray(image.data)
+    return take_slice(image.data, ref, rgb=image.rgb)
 
 
 def teach_job(
@@ -51,11 +56,12 @@ def teach_job(
 ) -> Generator[Progress, None, tuple[LoadedModel, Any] | Failure]:
     """Teach from the labelled slices of ``labels`` (the previous round's model as a start)."""
     try:
-        slices, painted, labelled = _planes(image, labels)
+        painted, labelled = _labelled_slices(labels)
+        flat = image.data.ndim - int(image.rgb) == 2
+        images = [_image_slice(image, SliceRef() if flat else SliceRef((z,))) for z in labelled]
         model, report = yield from iter_teach(
-            [slices[z] for z in labelled], [painted[z] for z in labelled], options=options, previous=previous,
-            name=f"taught on {labels.name}",
-        )  # fmt: skip
+            images, [painted[z] for z in labelled], options=options, previous=previous, name=f"taught on {labels.name}"
+        )
     except PERSON_ERRORS as error:
         return failure(error)
     return model, report
@@ -64,7 +70,7 @@ def teach_job(
 def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Generator[Any, None, Failure | None]:
     """Predict each of ``refs`` with the taught model, yielding each ``Prediction`` as it is ready."""
     for ref in refs:
-        plane = take_slice(image.data, ref, rgb=image.rgb) if ref.index else np.asarray(image.data)
+        plane = _image_slice(image, ref)
         try:
             prediction = run_to_end(iter_predict(model, plane, PredictOptions(slice_ref=ref, uncertainty="entropy")))
         except PERSON_ERRORS as error:
@@ -74,7 +80,7 @@ def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Gener
 
 
 def next_slice_job(model: LoadedModel, image: Image, labelled: list[int]) -> Generator[Progress, None, Any]:
-    stack = [take_slice(image.data, SliceRef((z,)), rgb=image.rgb) for z in range(image.data.shape[0])]
+    stack = [_image_slice(image, SliceRef((z,))) for z in range(image.data.shape[0])]
     try:
         return (yield from iter_next_slice(model, stack, labelled))
     except PERSON_ERRORS as error:
@@ -186,7 +192,7 @@ class TeachPanel(Container):
         if image.data.ndim - int(image.rgb) < 3:
             show_error("The image is a single slice; there is no other slice to label.")
             return
-        labelled = _planes(image, labels)[2]
+        labelled = _labelled_slices(labels)[1]
         self._runner.submit(
             LANE,
             Job(

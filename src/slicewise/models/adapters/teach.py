@@ -65,7 +65,18 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class DecoderHead(nn.Module):
+class GridHead(nn.Module):
+    """A head that classifies ``on_grid`` features (``grid_logits``); its logits are upsampled to the slice."""
+
+    def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
+        logits = self.grid_logits(on_grid(levels, frame))
+        return F.interpolate(logits, frame, mode="bilinear", align_corners=False)
+
+
+class DecoderHead(GridHead):
     """Stacked levels on the grid → (N, K, H, W) logits at ``frame``: a 1×1 projection to
     ``hidden`` channels, two 3×3 convolutions for context, a 1×1 classifier."""
 
@@ -87,12 +98,8 @@ class DecoderHead(nn.Module):
         """(N, K, h, w) logits from ``on_grid`` features."""
         return self.classify(self.standardize(grid))
 
-    def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
-        logits = self.grid_logits(on_grid(levels, frame))
-        return F.interpolate(logits, frame, mode="bilinear", align_corners=False)
 
-
-class SupportHead(nn.Module):
+class SupportHead(GridHead):
     """In-context: query pixels vote with the classes of their most similar support pixels."""
 
     def __init__(self, channels: list[int], num_classes: int, bank_size: int, neighbours: int) -> None:
@@ -119,10 +126,6 @@ class SupportHead(nn.Module):
             weight = torch.softmax(similarity * SHARPNESS, dim=1)
             votes[start : start + 4096].scatter_add_(1, self.bank_labels[index], weight)
         return torch.log(votes.clamp_min(1e-4)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
-
-    def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
-        logits = self.grid_logits(on_grid(levels, frame))
-        return F.interpolate(logits, frame, mode="bilinear", align_corners=False)
 
 
 class TaughtSegmenter(nn.Module):
