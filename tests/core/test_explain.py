@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from slicewise.core.explain import EXPLAIN_METHODS, attribution
+from slicewise.core.explain import EXPLAIN_METHODS, attribution, batches, reporting
 from slicewise.core.inference import probabilities_from_logits
 from slicewise.core.preprocess import prepare
 from slicewise.errors import SlicewiseError
@@ -127,3 +127,28 @@ def test_the_model_is_left_as_it_was():
     for name, value in model.module.state_dict().items():
         torch.testing.assert_close(value, weights[name], rtol=0, atol=0, msg=name)
     assert not batch.requires_grad
+
+
+@pytest.mark.parametrize("method", EXPLAIN_METHODS)
+def test_each_batch_is_reported_and_a_raising_callback_stops_between_two(default_model, kvasir_test, method):
+    batch, labels = _prepared(default_model, kvasir_test[0][1][:96, :128])
+    seen = []
+    with reporting(seen.append):
+        attribution(method, default_model, batch, labels, POLYP)
+    assert [p.step for p in seen] == list(range(batches(method, *batch.shape[-2:])))
+    assert all(p.total == len(seen) and method in p.stage for p in seen)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_the_second(progress):
+        seen.append(progress)
+        if progress.step == 1:
+            raise Stop
+
+    if len(seen) < 2:  # Grad-CAM is one pass: nothing to stop between
+        return
+    seen.clear()
+    with pytest.raises(Stop), reporting(stop_at_the_second):
+        attribution(method, default_model, batch, labels, POLYP)
+    assert len(seen) == 2

@@ -5,12 +5,17 @@ submitted while another runs in its lane waits as the lane's one pending job, re
 pending one (unless that has a higher ``priority``); with ``interrupt`` it also stops the running
 job at its next yield. A job yields ``Progress`` (the bar shows ``step`` of ``total`` in
 ``stage``, as the core says) or results (given to ``on_yield``, one bar step each out of
-``total``); it returns its result or a ``Failure``, which becomes one notification. Results of a
-cancelled job, or after ``close``, are dropped.
+``total``); it returns its result or a ``Failure``, which becomes one notification. Any other
+exception a job raises becomes one notification too (its traceback goes to the log) and the lane
+goes on: napari's worker would otherwise swallow a ``RuntimeError`` as an "aborted thread" and
+never finish, leaving the lane blocked for the session. The explainers' batches (``core.explain``)
+show on the bar as they run, and Cancel stops them between two batches. Results of a cancelled
+job, or after ``close``, are dropped.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +25,15 @@ from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from slicewise._qt.jobs import Failure
+from slicewise.core import explain
 from slicewise.core.types import Progress
+from slicewise.errors import one_line
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """Raised inside a running job (between an explainer's batches) when its lane was cancelled."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,7 +102,9 @@ class JobRunner:
     def _start(self, lane: str, job: Job) -> None:
         state = self._lanes[lane]
         bar = None if job.description is None else progress(total=job.total, desc=job.description)
-        worker = GeneratorWorker(job.work, *job.args)
+        box: list[GeneratorWorker] = []  # the worker, for the job to report to while it runs
+        worker = GeneratorWorker(_guarded, job, box)
+        box.append(worker)
         worker.yielded.connect(lambda item: self._on_yield(state, job, bar, item))
         worker.returned.connect(lambda result: self._on_result(state, job, result))
         if bar is not None:
@@ -129,3 +144,32 @@ class JobRunner:
         if state.pending is not None and not self.closed:
             pending, state.pending = state.pending, None
             self._start(lane, pending)
+
+
+def _guarded(job: Job, box: list[GeneratorWorker]) -> Generator[Any, None, Any]:
+    """``job.work(*job.args)`` run to its end: every exception it raises returned as one ``Failure``.
+
+    Inside, an explainer's batches are yielded as Progress (through the worker's signal, as its own
+    yields are) and a quit worker stops it at the next batch.
+    """
+
+    def report(step: Progress) -> None:
+        worker = box[0]
+        if worker.abort_requested:
+            raise Stopped
+        worker.yielded.emit(step)
+
+    try:
+        with explain.reporting(report):
+            return (yield from job.work(*job.args))
+    except Stopped:
+        return None
+    except Exception as error:  # noqa: BLE001 - a bug in a job must not lock the lane: one sentence, a logged traceback
+        log.exception("slicewise job %s failed", job.description)
+        what = "this job" if job.description is None else job.description.removeprefix("slicewise").strip(": ") or "it"
+        return Failure(
+            one_line(
+                f"slicewise could not finish {what}: {type(error).__name__}: {one_line(error, 160)}. "
+                "The dock still works; the traceback is in the terminal (please report it)."
+            )
+        )

@@ -17,26 +17,87 @@ pixels when none is). The attributions themselves are captum's:
   window: how much the target drops when a patch is blacked out (rises count as zero).
 
 Each returns an (H, W) float32 map in [0, 1], min-max normalised over the padded batch.
+
+Saliency and occlusion run many forward passes (``batches``); inside ``reporting(callback)`` each
+one is announced as a ``Progress`` with the estimated time left, and the callback may raise to stop
+the explanation between two of them (the dock's Cancel).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
-from slicewise.core.types import EXPLAIN_METHODS
+from slicewise.core.types import EXPLAIN_METHODS, Progress
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel
 
-__all__ = ["EXPLAIN_METHODS", "attribution"]
+__all__ = ["EXPLAIN_METHODS", "attribution", "batches", "reporting"]
 
 Target = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) input → (N,) target scores
 
 _IG_STEPS = 16  # integral steps: ~1 s for a 256² slice through the bundled U-Net on one CPU thread
 _OCCLUSION_FRACTION = 6  # windows of 1/6 of the slice (43 px of 256), 11 to 12 positions per axis
 _BATCH_PIXELS = 2**18  # pixels in one batched forward of perturbed inputs: larger batches only cost memory on CPU
+_REPORTING = threading.local()  # .callback: the Progress callback of ``reporting`` in this thread
+
+
+@contextmanager
+def reporting(callback: Callable[[Progress], None]) -> Iterator[None]:
+    """Within this block (in this thread), every batch of an explanation calls ``callback(Progress)`` first.
+
+    The Progress says ``step`` of ``total`` batches and, after the first, about how long the rest takes.
+    An exception the callback raises ends the explanation there (a Cancel between two batches).
+    """
+    previous = getattr(_REPORTING, "callback", None)
+    _REPORTING.callback = callback
+    try:
+        yield
+    finally:
+        _REPORTING.callback = previous
+
+
+def batches(method: str, height: int, width: int) -> int:
+    """How many forward passes explaining a (padded) ``height`` × ``width`` slice with ``method`` takes.
+
+    Grad-CAM: one (with its backward). Saliency: the integral's steps in batches. Occlusion: one pass
+    of the whole slice, then the occluded copies in batches (a window of 1/6 of a side, sliding by half).
+    """
+    per_batch = max(1, _BATCH_PIXELS // (height * width))
+    if method == "saliency":
+        return math.ceil(_IG_STEPS / per_batch)
+    if method == "occlusion":
+        positions = 1
+        for side in (height, width):
+            window = math.ceil(side / _OCCLUSION_FRACTION)
+            positions *= 1 + math.ceil((side - window) / max(1, window // 2))  # as captum counts them
+        return 1 + math.ceil(positions / per_batch)
+    return 1
+
+
+class _Batches:
+    """Counts an explanation's forward passes and tells ``reporting``'s callback before each one."""
+
+    def __init__(self, method: str, total: int) -> None:
+        self.method, self.total, self.done = method, total, 0
+        self.callback = getattr(_REPORTING, "callback", None)
+        self.started = time.perf_counter()
+
+    def next(self) -> None:
+        if self.callback is None:
+            return
+        left = ""
+        if self.done:
+            seconds = (time.perf_counter() - self.started) / self.done * max(0, self.total - self.done)
+            left = f", about {seconds:.0f} s left"
+        step = min(self.done, self.total - 1)
+        self.callback(Progress(step, self.total, f"explain ({self.method}): batch {step + 1} of {self.total}{left}"))
+        self.done += 1
 
 
 def attribution(
@@ -58,7 +119,8 @@ def attribution(
         x = batch.detach().clone()  # a normal tensor, even if the batch was made under inference_mode
         if model.adapter.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        target = _target(model, labels.clone(), target_class)
+        counter = _Batches(method, batches(method, *x.shape[-2:]))
+        target = _target(model, labels.clone(), target_class, method, counter)
         raw = _METHODS[method](model, target, x)
     return _normalize(raw.detach().float())
 
@@ -73,14 +135,20 @@ def check_target_class(target_class: int, class_names: tuple[str, ...]) -> None:
         )
 
 
-def _target(model: LoadedModel, labels: torch.Tensor, target_class: int) -> Target:
+def _target(model: LoadedModel, labels: torch.Tensor, target_class: int, method: str, counter: _Batches) -> Target:
     """The scalar to explain: the target class's logits summed over its predicted region."""
     check_target_class(target_class, model.spec.output.class_names)
     region = labels == target_class
     weight = (region if region.any() else torch.ones_like(region)).to(torch.float32)
 
     def target(x: torch.Tensor) -> torch.Tensor:
+        counter.next()
         logits = model.adapter.logits(model.module, x)
+        if torch.is_grad_enabled() and x.requires_grad and not logits.requires_grad:
+            raise SlicewiseError(
+                f"{model.name} runs outside torch (an ONNX graph runs in onnxruntime), so it gives no gradients "
+                f"for {method}; explain it with occlusion, which needs only forward passes."
+            )
         channel = 0 if logits.shape[1] == 1 else target_class  # a one-logit sigmoid output is class 1
         return (logits[:, channel].float() * weight).sum((-2, -1))
 
@@ -96,9 +164,9 @@ def _gradcam(model: LoadedModel, target: Target, x: torch.Tensor) -> torch.Tenso
 
     name = model.adapter.cam_layer(model.spec)
     if name is None:
-        raise SlicewiseError(
-            f"{model.spec.arch} declares no layer for Grad-CAM; explain it with saliency or occlusion instead."
-        )
+        # a network without torch parameters (an ONNX graph) gives no gradients: saliency would fail too
+        instead = "saliency or occlusion" if any(True for _ in model.module.parameters()) else "occlusion"
+        raise SlicewiseError(f"{model.spec.arch} declares no layer for Grad-CAM; explain it with {instead} instead.")
     try:
         layer = model.module.get_submodule(name)
     except AttributeError:
