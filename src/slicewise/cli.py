@@ -1,4 +1,4 @@
-"""The ``slicewise`` command line: predict, teach, inspect, convert, models, demo.
+"""The ``slicewise`` command line: predict, evaluate, teach, inspect, convert, models, demo.
 
 Every failure a person can cause ends in one line on stderr and exit status 2; the commands
 call the same ``load_model``/``predict`` as the widget.
@@ -105,6 +105,29 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         scored.append((predict(model, image, uncertainty=args.uncertainty).uncertainty_score, path))
     for score, path in sorted(scored, key=lambda item: item[0], reverse=True):
         print(f"{score:.4f}  {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score models against reference masks with the widget's core (``slicewise.core.evaluation``)."""
+    from slicewise.api import load_model
+    from slicewise.core.evaluation import compare, iter_evaluate_files, read_pairs, to_csv
+    from slicewise.core.inference import run_to_end
+
+    pairs = read_pairs(args.images, args.reference)
+    results = [run_to_end(iter_evaluate_files(load_model(m, device=args.device), pairs)) for m in args.model]
+    comparisons = [compare(results[0], other) for other in results[1:]]
+    if args.csv:
+        Path(args.csv).write_text(to_csv(results))
+    if args.json:
+        print(
+            json.dumps(
+                {"evaluations": [r.summary() for r in results], "comparisons": [c.summary() for c in comparisons]}
+            )
+        )
+    else:
+        for line in [r.sentence() for r in results] + [c.sentence() for c in comparisons]:
+            _say(line)
     return 0
 
 
@@ -372,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_METHODS)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(run=_cmd_rank)
+
+    p = sub.add_parser("evaluate", help="score models against reference masks per image/slice; compare two or more")
+    p.add_argument("model", nargs="+", help="model names or files; the first is compared with each other one")
+    p.add_argument("--images", required=True, help="a folder of images (PNG, TIFF, NIfTI, NRRD, DICOM) or one file")
+    p.add_argument("--reference", required=True, help="a folder of reference label maps with the images' names")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--csv", help="write every image's (slice's) and class's scores to this CSV file")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser("inspect", help="describe a checkpoint or a foreign model: family, classes, input spec")
     p.add_argument("model", help="bundled model name, .safetensors file, or a foreign model file or folder")

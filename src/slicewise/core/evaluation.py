@@ -97,6 +97,16 @@ class Evaluation:
         """Each slice's Dice (the study's per-image figure)."""
         return {ref: scores["dice"] for ref, scores in self.per_slice.items()}
 
+    def sentence(self) -> str:
+        """One line: pooled overlap, mean distances, in the table's units."""
+        pooled, mean = self.pooled, self.mean
+        return (
+            f"{self.name}: {len(self.per_slice)} slices against {self.reference}; pooled Dice {pooled['dice']:.4f}, "
+            f"IoU {pooled['iou']:.4f}, precision {pooled['precision']:.4f}, recall {pooled['recall']:.4f}; "
+            f"mean Dice {mean['dice']:.4f}, HD95 {mean['hd95']:.2f} {self.unit}, "
+            f"NSD {mean['nsd']:.4f} (within {self.tolerance:g} {self.unit})"
+        )
+
     def summary(self) -> dict[str, Any]:
         """The headline figures as JSON values (what ``slicewise evaluate --json`` prints)."""
         return {
@@ -125,6 +135,21 @@ class Comparison:
     dice_b: tuple[float, ...]
     p_value: float
     disagreement: np.ndarray | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The comparison as JSON values: means, the p-value, the slices that differ most first."""
+        return {
+            "a": self.a.name,
+            "b": self.b.name,
+            "slices": len(self.order),
+            "mean_dice_a": round(float(np.mean(self.dice_a)), 4),
+            "mean_dice_b": round(float(np.mean(self.dice_b)), 4),
+            "wilcoxon_p": None if math.isnan(self.p_value) else self.p_value,
+            "most_different": [
+                {"slice": self.a.label(ref), "dice_a": round(da, 4), "dice_b": round(db, 4)}
+                for ref, da, db in list(zip(self.order, self.dice_a, self.dice_b, strict=True))[:10]
+            ],
+        }
 
     def sentence(self) -> str:
         """E.g. ``"polyp_unet 0.84 vs my labels 0.79 mean Dice over 45 slices; Wilcoxon p = 0.012"``."""
@@ -355,7 +380,9 @@ def _check_classes(truth: np.ndarray, guess: np.ndarray, names: Sequence[str], n
         )
 
 
-def merge(named: Sequence[tuple[str, Evaluation]], *, name: str | None = None) -> Evaluation:
+def merge(
+    named: Sequence[tuple[str, Evaluation]], *, name: str | None = None, reference: str | None = None
+) -> Evaluation:
     """Evaluations of several images (a folder of files) as one table: image i's slice ``ref`` becomes
     ``SliceRef((i, *ref.index))``, named by its stem; pooled over every image's counts. They must
     share classes and units."""
@@ -376,7 +403,7 @@ def merge(named: Sequence[tuple[str, Evaluation]], *, name: str | None = None) -
     total = sum((row.counts for row in rows), NO_COUNTS)
     return Evaluation(
         name=name or first.name,
-        reference=first.reference,
+        reference=reference or first.reference,
         class_names=first.class_names,
         unit=first.unit,
         tolerance=first.tolerance,
@@ -459,7 +486,7 @@ def iter_evaluate_files(
             )
         )
         named.append((stem, evaluation))
-    return merge(named, name=source.name)
+    return merge(named, name=source.name, reference=pairs[0][2].parent.name if pairs else None)
 
 
 def evaluate(source: Any, reference: Any, **options: Any) -> Evaluation:

@@ -1,0 +1,61 @@
+"""``slicewise evaluate``: models against reference masks on the command line, through the widget's core."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from slicewise.cli import main
+
+
+@pytest.fixture
+def folders(data_dir, tmp_path):
+    """Three Kvasir-SEG test images and their masks in images/ and masks/."""
+    source = data_dir / "kvasir_seg"
+    stems = json.loads((source / "split.json").read_text())["test"][:3]
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        for stem in stems:
+            shutil.copy(source / folder / f"{stem}.png", tmp_path / folder / f"{stem}.png")
+    return tmp_path / "images", tmp_path / "masks", stems
+
+
+def test_evaluate_two_models_prints_json_and_writes_the_table(folders, tmp_path, capsys):
+    images, masks, stems = folders
+    table = tmp_path / "scores.csv"
+    argv = ["evaluate", "polyp_unet", "polyp_unet", "--images", str(images), "--reference", str(masks)]
+    assert main([*argv, "--json", "--csv", str(table), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    first, second = result["evaluations"]
+    assert first["slices"] == 3 and first["units"]["hd95"] == "px"
+    assert 0 < first["pooled"]["dice"] <= 1 and first["pooled"] == second["pooled"]
+    assert result["comparisons"][0]["wilcoxon_p"] == 1.0  # a model against itself never differs
+    rows = list(csv.DictReader(table.open()))
+    assert [row["slice"] for row in rows[:3]] == stems and "hd95_px" in rows[0]
+    assert rows[-1]["slice"] == "mean" and rows[-2]["slice"] == "pooled"
+
+    assert main(argv[:2] + argv[3:]) == 0
+    assert "pooled Dice" in capsys.readouterr().out
+
+
+def test_evaluate_a_volume_reports_millimetres(data_dir, tmp_path, tiny_checkpoint, capsys):
+    volumes = data_dir / "pyradiomics_3d"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    shutil.copy(volumes / "breast1_image.nrrd", tmp_path / "images" / "breast1.nrrd")
+    shutil.copy(volumes / "breast1_label.nrrd", tmp_path / "masks" / "breast1.nrrd")
+    argv = ["evaluate", str(tiny_checkpoint), "--images", str(tmp_path / "images"), "--reference"]
+    assert main([*argv, str(tmp_path / "masks"), "--json", "--device", "cpu"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert result["units"]["hd95"] == "mm" and result["slices"] == 21
+
+
+def test_a_missing_reference_is_one_line(folders, tmp_path, capsys):
+    images, masks, stems = folders
+    (masks / f"{stems[1]}.png").unlink()
+    assert main(["evaluate", "polyp_unet", "--images", str(images), "--reference", str(masks)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"no reference for {stems[1]}.png" in err
