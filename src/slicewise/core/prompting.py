@@ -161,7 +161,7 @@ def embed(model: LoadedModel, image: np.ndarray) -> SliceEmbedding:
     height, width = image.shape[:2]
     batch = torch.from_numpy(prepare(image, model.spec.input)).unsqueeze(0).to(model.device)
     with torch.inference_mode(), autocast_for(model):
-        features = model.adapter.embed(model.module, batch)
+        features = model.adapter.embed(model.inference_module, batch)
     size = model.spec.input.size
     scale = 1.0 if size is None else size / max(height, width)
     embedding = SliceEmbedding(features, height, width, network_shape(height, width, size), scale)

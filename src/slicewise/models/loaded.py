@@ -11,6 +11,7 @@ from torch import nn
 
 from slicewise.errors import CheckpointError, DeviceError
 from slicewise.models.adapters.base import Adapter
+from slicewise.models.precision import FP32, Precision, choose, runtime_module
 from slicewise.models.registry import get_adapter
 from slicewise.models.spec import ModelSpec
 
@@ -25,6 +26,8 @@ class LoadedModel:
     device: torch.device
     source: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = FP32  # chosen at load time (slicewise.models.precision)
+    runtime: nn.Module | None = None  # what inference runs when it is not ``module`` (an ONNX Runtime twin)
 
     @property
     def name(self) -> str:
@@ -35,9 +38,22 @@ class LoadedModel:
         """Autocast to float16 on CUDA; full float32 on the CPU."""
         return self.device.type == "cuda"
 
+    @property
+    def inference_module(self) -> nn.Module:
+        """The network gradient-free predictions run: ``runtime`` if set, else ``module``."""
+        return self.module if self.runtime is None else self.runtime
+
+    def autocast(self) -> Any:
+        """The autocast context of this model's precision (float16 on CUDA, bfloat16 where chosen)."""
+        return self.precision.autocast(self.device)
+
     def describe_device(self) -> str:
         """E.g. ``"CUDA (NVIDIA H100), mixed precision"`` or ``"CPU (2 threads)"``."""
         return describe_device(self.device)
+
+    def describe_runtime(self) -> str:
+        """Device and precision in a few words, for the widget's "runs on" line: ``"CPU (2 threads), float32"``."""
+        return f"{describe_device(self.device).split(',')[0]}, {self.precision.describe()}"
 
 
 @dataclass(eq=False)
@@ -86,6 +102,25 @@ class Ensemble:
 
     def describe_device(self) -> str:
         return describe_device(self.device)
+
+    def describe_runtime(self) -> str:
+        return f"{describe_device(self.device).split(',')[0]}, {self.members[0].precision.describe()}"
+
+
+def set_precision(model: LoadedModel | Ensemble, precision: str | None = "auto") -> LoadedModel | Ensemble:
+    """Choose (or force, e.g. ``"fp32"``) how ``model`` runs on its device, in place; returns it.
+
+    See ``slicewise.models.precision``: the choice follows what was measured for the model's
+    architecture on this CPU class, and ``SLICEWISE_PRECISION`` applies when ``precision`` is "auto".
+    """
+    for member in model.members if isinstance(model, Ensemble) else [model]:
+        chosen = choose(member.spec.arch, member.device, precision)
+        try:
+            member.runtime = runtime_module(member.spec.arch, member.module, chosen)
+        except (RuntimeError, OSError, ImportError) as error:  # an export or runtime that fails here: stay float32
+            chosen, member.runtime = Precision("fp32", f"{chosen.name} failed ({type(error).__name__})"), None
+        member.precision = chosen
+    return model
 
 
 def describe_device(device: torch.device) -> str:

@@ -1,0 +1,243 @@
+"""The numeric precision and runtime a model runs in, chosen once at load time for this machine.
+
+Lower precision pays only where the CPU has the units for it and the layers are large enough,
+and it must not cost accuracy; so the choice is a table of what was *measured*
+(``benchmarks/precision.py``, ``docs/speed.md``) per model family and CPU class, not a guess:
+
+- ``fp32``: PyTorch in float32 (convolutional nets channels-last, as their adapters ask).
+- ``onnx``: the expensive part (LiteMedSAM's TinyViT image encoder) runs in ONNX Runtime in
+  float32 — the same arithmetic, fused (batch-norm folded, GELU and attention kernels), about
+  0.6× PyTorch's time on an AVX2 CPU. The exported graph is cached per weights and torch version.
+- ``bf16``: ``torch.autocast`` to bfloat16 — only on CPUs with AMX or AVX-512-BF16 and only for
+  families measured faster *and* within 0.005 Dice there; on AVX2-only CPUs bfloat16 is emulated
+  and 15× slower (measured), so it is never chosen there.
+- ``fp16``: autocast to float16 on CUDA (mixed precision), as before.
+
+A person can always force float32: ``load_model(..., precision="fp32")``, ``--precision fp32`` on
+the command line, or ``SLICEWISE_PRECISION=fp32`` in the environment. Gradients (explanations,
+MC dropout, training) always use the float32 PyTorch network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slicewise.errors import OptionError, printable
+
+PRECISIONS = ("auto", "fp32", "bf16", "onnx")
+ENV_VAR = "SLICEWISE_PRECISION"
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What this CPU offers for reduced precision: torch's kernel level and the /proc/cpuinfo flags."""
+
+    capability: str  # torch.backends.cpu.get_cpu_capability(): "DEFAULT", "AVX2", "AVX512", ...
+    flags: frozenset[str]
+    model: str = ""
+
+    @property
+    def bf16(self) -> bool:
+        """Native bfloat16 matrix arithmetic (AMX tiles or AVX-512-BF16), which oneDNN uses under autocast."""
+        return bool({"amx_bf16", "avx512_bf16"} & self.flags)
+
+    @property
+    def amx(self) -> bool:
+        return "amx_bf16" in self.flags
+
+    def describe(self) -> str:
+        """E.g. ``"AVX2"`` or ``"AVX512 + AMX-BF16"``."""
+        extras = [
+            name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in self.flags
+        ]
+        return " + ".join([self.capability, *extras])
+
+
+@functools.cache
+def cpu_features() -> CpuFeatures:
+    """This machine's ``CpuFeatures`` (read once)."""
+    flags: set[str] = set()
+    model = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        found = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+        flags = set(found.group(1).split()) if found else set()
+        named = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+        model = named.group(1).strip() if named else ""
+    return CpuFeatures(torch.backends.cpu.get_cpu_capability(), frozenset(flags), model)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a loaded model runs: ``name`` (fp32, bf16, onnx, fp16) and, in words, why."""
+
+    name: str = "fp32"
+    reason: str = ""
+
+    def describe(self) -> str:
+        """For the widget's "runs on" line and ``slicewise inspect``, e.g. ``"ONNX Runtime fp32 encoder"``."""
+        return {
+            "fp32": "float32",
+            "bf16": "bfloat16 autocast",
+            "fp16": "float16 autocast (mixed precision)",
+            "onnx": "float32, encoder in ONNX Runtime",
+        }.get(self.name, self.name)
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context forward passes run under (none for fp32 and onnx)."""
+        if self.name == "fp16" and device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        if self.name == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+FP32 = Precision("fp32", "the default")
+
+# What was measured on CPUs (docs/speed.md): the precision that is faster and within 0.005 Dice,
+# per architecture; "bf16" entries apply only where the CPU has native bfloat16 units.
+# AVX2-only CPUs (measured: AMD EPYC, Zen 3): ONNX Runtime runs TinyViT at ~0.6× PyTorch with the same
+# masks; for the U-Net, SegFormer and EfficientNet-Lite nothing beat PyTorch fp32 channels-last by enough.
+CPU_CHOICES: dict[str, str] = {
+    "lite_medsam": "onnx",
+}
+# Chosen only on CPUs with AMX/AVX-512-BF16 (not measured here: no such CPU was available; see docs/speed.md).
+BF16_CHOICES: dict[str, str] = {}
+
+
+def requested_precision(precision: str | None) -> str:
+    """``precision`` or, when None/"auto", the ``SLICEWISE_PRECISION`` environment variable, checked."""
+    from_environment = precision in (None, "auto")
+    chosen = os.environ.get(ENV_VAR, "auto") or "auto" if from_environment else precision
+    if chosen not in PRECISIONS:
+        raise OptionError(
+            f"Unknown precision {printable(chosen)[:20]!r} (from {ENV_VAR if from_environment else 'the argument'}); "
+            f"choose one of {', '.join(PRECISIONS)}."
+        )
+    return chosen
+
+
+def choose(arch: str, device: torch.device, precision: str | None = "auto") -> Precision:
+    """The precision an ``arch`` network runs in on ``device``: forced, or chosen from the measured table."""
+    requested = requested_precision(precision)
+    if requested == "fp32":
+        return Precision("fp32", "float32 was asked for")
+    if device.type == "cuda":
+        if requested not in ("auto", "fp16"):
+            return Precision(requested, "asked for") if requested == "bf16" else Precision("fp16", "CUDA")
+        return Precision("fp16", "CUDA mixed precision")
+    features = cpu_features()
+    if requested == "bf16":
+        return Precision("bf16", "asked for" + ("" if features.bf16 else " (this CPU emulates bfloat16: slow)"))
+    if requested == "onnx":
+        if arch not in CPU_CHOICES or CPU_CHOICES[arch] != "onnx":
+            return Precision("fp32", f"ONNX Runtime is offered for lite_medsam only, not {arch}")
+        return Precision("onnx", "asked for")
+    if features.bf16 and arch in BF16_CHOICES:
+        return Precision("bf16", f"measured faster on {features.describe()}")
+    if arch in CPU_CHOICES and _onnxruntime_available():
+        return Precision(CPU_CHOICES[arch], f"measured faster with the same masks on {features.describe()}")
+    return Precision("fp32", f"measured fastest on {features.describe()}" if arch in MEASURED else "not measured")
+
+
+MEASURED = frozenset({"unet", "lite_medsam", "medsam_tinyvit", "segformer", "timm_unet"})
+
+
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxTwin(nn.Module):
+    """A float32 network exported to ONNX and run by ONNX Runtime: NCHW tensor in, one tensor out."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().float().cpu().contiguous().numpy()
+        return torch.from_numpy(np.ascontiguousarray(self.session.run(None, {self.input_name: array})[0]))
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX graphs are kept (``SLICEWISE_CACHE`` or the user cache directory)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("SLICEWISE_CACHE") or user_cache_dir("slicewise")) / "onnx"
+
+
+def _weights_key(module: nn.Module, shape: tuple[int, ...]) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{torch.__version__}{shape}{type(module).__qualname__}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def onnx_twin(module: nn.Module, example_shape: tuple[int, ...], *, threads: int | None = None) -> OnnxTwin:
+    """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and torch version and cached.
+
+    example_shape: (N, C, H, W) of an input; the batch axis stays dynamic.
+    """
+    path = cache_dir() / f"{_weights_key(module, example_shape[1:])}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+        os.close(handle)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module.float().eval(),
+                    (torch.zeros(example_shape),),
+                    temporary,
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=["x"],
+                    output_names=["y"],
+                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                )
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+    return OnnxTwin(path, threads)
+
+
+def runtime_module(arch: str, module: nn.Module, precision: Precision) -> nn.Module | None:
+    """The network inference runs, when it differs from ``module``: for ``onnx``, a shallow copy of a
+    LiteMedSAM whose image encoder is an ``OnnxTwin`` (prompt encoder and decoder stay in PyTorch)."""
+    if precision.name != "onnx":
+        return None
+    if arch != "lite_medsam":
+        raise OptionError(f"ONNX Runtime is offered for lite_medsam only, not {arch}; use precision='fp32'.")
+    import copy
+
+    twin = copy.copy(module)  # shares every submodule and weight with ``module``
+    twin._modules = dict(module._modules)
+    twin._modules["image_encoder"] = onnx_twin(module.image_encoder, (1, 3, 256, 256))
+    return twin

@@ -1,0 +1,80 @@
+"""Precision chosen at load time: forced float32, the measured table, the ONNX Runtime twin."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import slicewise
+from slicewise.core.prompting import Prompt, box_from_mask, predict_prompts
+from slicewise.errors import OptionError
+from slicewise.models import precision
+from slicewise.models.loaded import set_precision
+
+
+def test_cpu_features_are_read_from_this_machine():
+    features = precision.cpu_features()
+    assert features.capability == torch.backends.cpu.get_cpu_capability()
+    assert features.describe().startswith(features.capability)
+    assert features.bf16 == bool({"amx_bf16", "avx512_bf16"} & features.flags)
+
+
+def test_fp32_can_be_forced_by_argument_and_environment(monkeypatch):
+    assert precision.choose("lite_medsam", torch.device("cpu"), "fp32").name == "fp32"
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    assert precision.choose("lite_medsam", torch.device("cpu"), "auto").name == "fp32"
+    monkeypatch.setenv(precision.ENV_VAR, "fp8")
+    with pytest.raises(OptionError, match="SLICEWISE_PRECISION"):
+        precision.choose("unet", torch.device("cpu"))
+    with pytest.raises(OptionError, match="choose one of"):
+        slicewise.load_model("polyp_unet", device="cpu", precision="half")
+
+
+def test_choice_follows_the_measured_table(monkeypatch):
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    avx2 = precision.CpuFeatures("AVX2", frozenset({"avx2"}))
+    monkeypatch.setattr(precision, "cpu_features", lambda: avx2)
+    assert precision.choose("unet", torch.device("cpu")).name == "fp32"
+    assert precision.choose("lite_medsam", torch.device("cpu")).name == "onnx"
+    assert precision.choose("unet", torch.device("cpu"), "onnx").name == "fp32"  # offered for lite_medsam only
+    assert precision.choose("unet", torch.device("cuda")).name == "fp16"
+    amx = precision.CpuFeatures("AVX512", frozenset({"amx_bf16", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_features", lambda: amx)
+    monkeypatch.setitem(precision.BF16_CHOICES, "segformer", "bf16")
+    assert precision.choose("segformer", torch.device("cpu")).name == "bf16"
+    assert precision.choose("unet", torch.device("cpu")).name == "fp32"
+
+
+def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLICEWISE_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(), nn.Conv2d(8, 4, 1)).eval()
+    twin = precision.onnx_twin(net, (1, 3, 32, 32), threads=1)
+    x = torch.rand(2, 3, 32, 32)  # the batch axis stays dynamic
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), net(x), atol=1e-5, rtol=1e-4)
+    assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
+    precision.onnx_twin(net, (1, 3, 32, 32))  # cached: exported once
+    assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
+
+
+def test_bf16_autocast_keeps_the_unet_masks(default_model, kvasir_test):
+    """bfloat16 is never chosen on a CPU without bfloat16 units, but forcing it must still work and agree."""
+    image = kvasir_test[0][1][::2, ::2]
+    reference = slicewise.predict(default_model, image).labels
+    bf16 = set_precision(slicewise.load_model("polyp_unet", device="cpu"), "bf16")
+    assert bf16.precision.name == "bf16" and "bfloat16" in bf16.describe_runtime()
+    assert (slicewise.predict(bf16, image).labels != reference).mean() < 0.01
+
+
+def test_lite_medsam_box_masks_are_the_same_in_onnx_runtime(lite_medsam, kvasir_test):
+    onnx = set_precision(lite_medsam, "auto") if lite_medsam.precision.name == "onnx" else None
+    if onnx is None:
+        pytest.skip(f"lite_medsam runs {lite_medsam.precision.name} here ({lite_medsam.precision.reason})")
+    fp32 = slicewise.load_model("lite_medsam", device="cpu", precision="fp32")
+    assert fp32.runtime is None and "ONNX" in onnx.describe_runtime()
+    for _, image, mask in kvasir_test[:2]:
+        prompt = [Prompt(box=box_from_mask(mask))]
+        a, b = predict_prompts(onnx, image, prompt), predict_prompts(fp32, image, prompt)
+        assert (a.labels != b.labels).sum() <= 0.0005 * a.labels.size
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=2e-3)
