@@ -29,11 +29,11 @@ def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 
 class _EncoderCalls:
-    """Counts forwards of a model's image encoder."""
+    """Counts forwards of the image encoder a model runs (its ONNX Runtime twin where it has one)."""
 
     def __init__(self, model) -> None:
         self.count = 0
-        self._handle = model.module.image_encoder.register_forward_hook(self._seen)
+        self._handle = model.inference_module.image_encoder.register_forward_hook(self._seen)  # ONNX or PyTorch
 
     def _seen(self, *_args) -> None:
         self.count += 1

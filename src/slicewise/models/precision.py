@@ -199,12 +199,16 @@ def _weights_key(module: nn.Module, shape: tuple[int, ...]) -> str:
     return digest.hexdigest()
 
 
-def onnx_twin(module: nn.Module, example_shape: tuple[int, ...], *, threads: int | None = None) -> OnnxTwin:
+def onnx_twin(
+    module: nn.Module, example_shape: tuple[int, ...], *, threads: int | None = None, any_size: bool = False
+) -> OnnxTwin:
     """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and torch version and cached.
 
-    example_shape: (N, C, H, W) of an input; the batch axis stays dynamic.
+    example_shape: (N, C, H, W) of an input; the batch axis stays dynamic, and height and width too
+    with ``any_size`` (for networks that take any size).
     """
-    path = cache_dir() / f"{_weights_key(module, example_shape[1:])}.onnx"
+    path = cache_dir() / f"{_weights_key(module, (*example_shape[1:], any_size))}.onnx"
+    axes = {0: "n", 2: "h", 3: "w"} if any_size else {0: "n"}
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -220,7 +224,7 @@ def onnx_twin(module: nn.Module, example_shape: tuple[int, ...], *, threads: int
                     opset_version=17,
                     input_names=["x"],
                     output_names=["y"],
-                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                    dynamic_axes={"x": axes, "y": axes},
                 )
             os.replace(temporary, path)
         finally:
