@@ -13,6 +13,7 @@ import napari
 from magicgui.widgets import Container
 
 from slicewise._qt.panels.edit import EditPanel
+from slicewise._qt.panels.evaluate import EvaluatePanel
 from slicewise._qt.panels.model import ModelPanel
 from slicewise._qt.panels.predict import PredictPanel
 from slicewise._qt.panels.prompts import PromptPanel
@@ -31,6 +32,7 @@ PANELS = {
     "prompts": PromptPanel,
     "teach": TeachPanel,
     "edit": EditPanel,
+    "evaluate": EvaluatePanel,
 }
 
 

@@ -15,6 +15,7 @@ the two differ; ``disagreement`` maps where two label maps differ (A only, B onl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -70,7 +71,7 @@ class Evaluation:
     rows: one per slice and foreground class; per_slice: each slice's figure (the mean over the
     classes present; perfect when neither side has any); pooled: overlap from the summed counts;
     mean: every metric averaged over the slices. HD95 and the NSD ``tolerance`` are in ``unit``.
-    labels: the predicted labels, reference-shaped (the evaluated slices filled in).
+    labels: the predicted labels, reference-shaped (a model's: the evaluated slices filled in).
     """
 
     name: str
@@ -255,8 +256,7 @@ def iter_evaluate(
     is colour). The rest as ``iter_score``; the returned ``labels`` hold the model's prediction.
     """
     if not isinstance(source, LoadedModel | Ensemble):
-        return (
-            yield from iter_score(
+        result = yield from iter_score(
                 source,
                 reference,
                 slices=slices,
@@ -267,7 +267,7 @@ def iter_evaluate(
                 reference_name=reference_name,
                 allow_empty=allow_empty,
             )
-        )
+        return dataclasses.replace(result, labels=source)
     from slicewise.core.inference import iter_predict
 
     if image is None:
@@ -511,6 +511,14 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return result
 
 
+def disagreement_on(a: Any, b: Any, slices: Iterable[SliceRef]) -> np.ndarray:
+    """``disagreement`` of two label arrays of one shape on ``slices`` only (0 elsewhere)."""
+    result = np.zeros(a.shape, np.uint8)
+    for ref in slices:
+        result[ref.index] = disagreement(take_slice(a, ref), take_slice(b, ref))
+    return result
+
+
 def agreement_dice(disagreement_map: np.ndarray) -> float:
     """Dice between A and B from their disagreement map (1.0 when neither has anything)."""
     m = np.asarray(disagreement_map)
@@ -541,6 +549,7 @@ def compare(a: Evaluation, b: Evaluation) -> Comparison:
             warnings.simplefilter("ignore")  # few slices: scipy warns that the p-value is approximate
             p_value = float(wilcoxon(first, second).pvalue)
     both = a.labels is not None and b.labels is not None and a.labels.shape == b.labels.shape
+    where = disagreement_on(a.labels, b.labels, order) if both else None
     return Comparison(
         a=a,
         b=b,
@@ -548,7 +557,7 @@ def compare(a: Evaluation, b: Evaluation) -> Comparison:
         dice_a=tuple(float(v) for v in first),
         dice_b=tuple(float(v) for v in second),
         p_value=p_value,
-        disagreement=disagreement(a.labels, b.labels) if both else None,
+        disagreement=where,
     )
 
 
@@ -587,3 +596,30 @@ def to_csv(evaluations: Sequence[Evaluation]) -> str:
 
 
 METRIC_ORDER = ("dice", "iou", "hd95", "nsd", "precision", "recall")
+
+
+def plot(figure: Any, evaluations: Sequence[Evaluation]) -> None:
+    """Draw per-slice Dice along the stack (left) and a box plot of it per model (right) on a
+    matplotlib ``Figure`` (the widget's dock canvas, or one saved as PNG)."""
+    figure.clear()
+    along, boxes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    for evaluation in evaluations:
+        refs = sorted(evaluation.per_slice, key=lambda ref: ref.index)
+        xs = [ref.index[-1] if ref.index else 0 for ref in refs] if not evaluation.slice_names else range(len(refs))
+        along.plot(
+            list(xs), [evaluation.per_slice[ref]["dice"] for ref in refs], "o-", ms=3, lw=1, label=evaluation.name
+        )
+    along.set(xlabel="slice", ylabel="Dice", ylim=(-0.02, 1.02), title=f"per slice, against {evaluations[0].reference}")
+    along.legend(fontsize="small", loc="lower left")
+    boxes.boxplot([list(e.dice().values()) for e in evaluations], showmeans=True)
+    boxes.set_xticks(range(1, len(evaluations) + 1), [_short(e.name) for e in evaluations], fontsize="small")
+    boxes.set(ylim=(-0.02, 1.02), title="Dice per model")
+    for axes in (along, boxes):
+        axes.title.set_fontsize("small")
+        axes.tick_params(labelsize="small")
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+
+
+def _short(name: str, limit: int = 14) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
