@@ -191,7 +191,8 @@ def prepare_run(config: TrainConfig, device: torch.device) -> Setup:
     adapter = get_adapter(spec.arch)
     model = build_model(spec, pretrained=config.pretrained).to(device)
     side = canvas_side(train + val, spec.input.size, spec.input.divisor)
-    if getattr(model, "freeze_encoder", False):
+    # the attribute of slicewise's encoder-head models; smp models have a freeze_encoder() method instead
+    if getattr(model, "freeze_encoder", False) is True:
         if config.augmentation == "generative":
             raise SlicewiseError(
                 f"Generative augmentation needs a model trained on images; {config.arch} trains a head on "
