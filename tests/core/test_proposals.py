@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from slicewise.core import proposals
 from slicewise.core.proposals import (
+    ERASED,
     MODEL,
     PERSON,
     UNLABELLED,
@@ -26,7 +27,7 @@ from slicewise.core.proposals import (
     revert,
 )
 
-U, P, M = UNLABELLED, PERSON, MODEL
+U, P, M, E = UNLABELLED, PERSON, MODEL, ERASED
 
 
 def state(labels, provenance):
@@ -43,8 +44,18 @@ def test_paint_claims_pixels_for_the_person_and_erasing_unlabels_them():
     erase = paint(new_labels, new_provenance, np.array([[True, False], [True, True]]), 0)
     erased_labels, erased_provenance = apply(new_labels, new_provenance, erase)
     np.testing.assert_array_equal(erased_labels, [[0, 3], [0, 0]])
-    np.testing.assert_array_equal(erased_provenance, [[U, P], [U, U]])
+    np.testing.assert_array_equal(erased_provenance, [[E, P], [E, U]])  # the person's erasures are kept
     assert len(erase) == 2  # the already empty pixel (1, 1) is not part of the edit
+
+
+def test_accept_and_merge_leave_the_persons_erasures_empty_unless_overwriting():
+    labels, provenance = state([[0, 0, 0]], [[E, U, E]])
+    proposal = np.array([[1, 1, 0]], np.uint8)
+    for act in (accept, merge):
+        np.testing.assert_array_equal(apply(labels, provenance, act(labels, provenance, proposal))[0], [[0, 1, 0]])
+        overwritten = apply(labels, provenance, act(labels, provenance, proposal, overwrite_person=True))
+        np.testing.assert_array_equal(overwritten[0], [[1, 1, 0]])
+        np.testing.assert_array_equal(overwritten[1], [[M, M, E]])
 
 
 def test_paint_with_the_same_value_still_makes_a_model_pixel_the_persons():
@@ -247,10 +258,10 @@ def test_provenance_counts_and_initial_provenance():
     assert provenance.dtype == np.uint8
     np.testing.assert_array_equal(provenance, [[U, P], [P, U]])
     provenance[0, 0] = MODEL
-    assert provenance_counts(provenance) == {"unlabelled": 1, "person": 2, "model": 1}
-    assert provenance_counts(np.zeros((0, 0), np.uint8)) == {"unlabelled": 0, "person": 0, "model": 0}
+    assert provenance_counts(provenance) == {"unlabelled": 1, "person": 2, "model": 1, "erased": 0}
+    assert provenance_counts(np.zeros((0, 0), np.uint8)) == {"unlabelled": 0, "person": 0, "model": 0, "erased": 0}
     with pytest.raises(ValueError, match="codes"):
-        provenance_counts(np.array([[3]], np.uint8))
+        provenance_counts(np.array([[4]], np.uint8))
 
 
 def test_reconcile_provenance_agrees_with_labels_and_keeps_known_owners():
@@ -258,6 +269,8 @@ def test_reconcile_provenance_agrees_with_labels_and_keeps_known_owners():
     provenance = np.array([[[M, M], [U, P]], [[P, U], [M, U]]], np.uint8)
     reconciled = proposals.reconcile_provenance(labels, provenance)
     np.testing.assert_array_equal(reconciled, [[[U, M], [P, P]], [[U, U], [M, P]]])
+    erased = proposals.reconcile_provenance(np.array([[0, 4]]), np.array([[E, E]], np.uint8))
+    np.testing.assert_array_equal(erased, [[E, P]])  # an erasure stays one until painted over
     np.testing.assert_array_equal(provenance[0, 0], [M, M])  # the input is left as it was
     np.testing.assert_array_equal(
         proposals.reconcile_provenance(labels, np.zeros_like(labels)), initial_provenance(labels)
@@ -324,7 +337,10 @@ def reference_step(labels, provenance, op):
     if kind == "paint":
         _, mask, value = op
         for at in zip(*np.nonzero(mask), strict=True):
-            labels[at], provenance[at] = value, (PERSON if value else UNLABELLED)
+            if value:
+                labels[at], provenance[at] = value, PERSON
+            elif labels[at]:
+                labels[at], provenance[at] = 0, ERASED
         return labels, provenance
     if kind == "reject":
         return labels, provenance
@@ -339,7 +355,7 @@ def reference_step(labels, provenance, op):
             at, value = (row, col), proposal[row, col]
             if value == 0 or labels[at] == value:
                 continue
-            if provenance[at] == PERSON and not overwrite:
+            if provenance[at] in (PERSON, ERASED) and not overwrite:
                 continue
             if kind == "merge" and provenance[at] == MODEL:
                 continue
@@ -370,7 +386,8 @@ def run(labels, provenance, op):
 @given(start=label_maps, made_by_model=arrays(bool, (HEIGHT, WIDTH)), ops=st.integers(1, 20).flatmap(sequences))
 def test_random_sequences_match_the_reference_and_undo_redo_exactly(start, made_by_model, ops):
     labels = start.copy()
-    provenance = np.where(start == 0, UNLABELLED, np.where(made_by_model, MODEL, PERSON)).astype(np.uint8)
+    unlabelled = np.where(made_by_model, ERASED, UNLABELLED)  # some empty pixels start as the person's erasures
+    provenance = np.where(start == 0, unlabelled, np.where(made_by_model, MODEL, PERSON)).astype(np.uint8)
     history = EditHistory()
     done, undone = [], []  # the reference history: whole states
     for op in ops:
@@ -415,13 +432,13 @@ def test_random_sequences_match_the_reference_and_undo_redo_exactly(start, made_
         assert history.can_undo == bool(done) and history.can_redo == bool(undone)
 
         # The person's pixels move only under a paint, an explicit overwrite, or undo/redo of one.
-        person_before = before[1] == PERSON
+        person_before = np.isin(before[1], (PERSON, ERASED))
         may_touch_person = kind in ("paint", "undo", "redo") or (kind in ("accept", "merge") and op[-1])
         if not may_touch_person:
             np.testing.assert_array_equal(labels[person_before], before[0][person_before])
-            assert (provenance[person_before] == PERSON).all()
-        # Provenance stays consistent with the labels: unlabelled exactly where the label is 0.
-        np.testing.assert_array_equal(provenance == UNLABELLED, labels == 0)
+            np.testing.assert_array_equal(provenance[person_before], before[1][person_before])
+        # Provenance stays consistent with the labels: unlabelled or erased exactly where the label is 0.
+        np.testing.assert_array_equal(np.isin(provenance, (UNLABELLED, ERASED)), labels == 0)
 
 
 def test_accept_and_merge_take_a_whole_stack_at_once():

@@ -1,7 +1,8 @@
 """Per-pixel provenance of a person's labels layer, kept in step with napari's paint, undo and redo.
 
-Provenance (who set each pixel: ``UNLABELLED``, ``PERSON`` or ``MODEL``, see ``core.proposals``) lives in
-a hidden, read-only Labels layer "<labels> provenance" (person blue, model orange) beside the person's
+Provenance (who set each pixel: ``UNLABELLED``, ``PERSON``, ``MODEL`` or ``ERASED``, see ``core.proposals``)
+lives in a hidden, read-only Labels layer "<labels> provenance" (person blue, model orange, erased grey) beside
+the person's
 layer: toggle it visible to see it, save it like any layer to export it; the panel's status line counts
 it. It is made at the first act into a layer (labels painted before then count as the person's) and is
 followed by one tracker per layer, which goes on while the dock widget is closed and stops when the layer
@@ -12,7 +13,8 @@ is removed. napari 0.9 tells how to follow it, as found in ``napari/layers/label
   stroke or ``block_history`` it fires *before* the data is written, so the new labels are read from
   the atoms, not the layer. ``labels_update`` fires on every partial redraw (each brush dab too) and
   carries colours, not labels, so it is not used. The step's pixels become the person's (erased ones
-  unlabelled), or the model's while this panel writes.
+  ``ERASED``: the eraser's pixels stay empty when a proposal is accepted or merged), or the model's while
+  this panel writes.
 * ``undo()``/``redo()`` emit no event of their own (only ``set_data`` from ``refresh()``, and nothing at
   all while the layer is hidden), so the tracker wraps the layer's ``undo``/``redo`` (instance attributes,
   removed when it stops) and takes the same step in its ``core.proposals.EditHistory`` (the history the
@@ -36,11 +38,17 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from slicewise._qt.layers import META_KEY
 from slicewise.core import proposals
-from slicewise.core.proposals import MODEL, PERSON, UNLABELLED, Edit, EditHistory
+from slicewise.core.proposals import ERASED, MODEL, PERSON, UNLABELLED, Edit, EditHistory, person_provenance
 from slicewise.errors import ProposalError
 
 HISTORY_STEPS = 100  # as many undo steps as napari's Labels keeps
-PROVENANCE_COLOURS = {None: "transparent", UNLABELLED: "transparent", PERSON: "royalblue", MODEL: "orange"}
+PROVENANCE_COLOURS = {
+    None: "transparent",
+    UNLABELLED: "transparent",
+    PERSON: "royalblue",
+    MODEL: "orange",
+    ERASED: "gray",
+}
 # one tracker per labels layer, by id: an entry lives while the layer holds its tracker (its wrapped undo)
 _TRACKERS: weakref.WeakValueDictionary[int, ProvenanceTracker] = weakref.WeakValueDictionary()
 
@@ -123,7 +131,7 @@ class ProvenanceTracker:
     def _on_paint(self, event: Any) -> None:
         shape = self.provenance.shape
         index, old_labels, new_labels = touched_pixels(event.value, shape)
-        who = np.full(index.size, MODEL) if self._model_writes else np.where(new_labels != 0, PERSON, UNLABELLED)
+        who = np.full(index.size, MODEL) if self._model_writes else person_provenance(old_labels, new_labels)
         edit = Edit(shape, index, old_labels, new_labels, np.take(self.provenance, index), who.astype(np.uint8))
         np.put(self.provenance, index, edit.new_provenance)
         self.history.push(edit)

@@ -2,7 +2,8 @@
 
 Three arrays of one shape take part — (H, W) for a slice, or a whole (Z, H, W) stack for an act on
 every slice: ``labels``, the person's label map (0 = unlabelled);
-``provenance`` (uint8), who set each pixel (``UNLABELLED``, ``PERSON`` or ``MODEL``); and
+``provenance`` (uint8), who set each pixel (``UNLABELLED``, ``PERSON`` or ``MODEL``), or ``ERASED``:
+unlabelled because the person erased it; and
 ``proposal``, a model's label map (0 = background). Every operation is pure: it reads the arrays
 and returns an ``Edit`` listing only the pixels that change (flat index, old and new label, old and
 new provenance), so it can be applied, reverted, kept in an ``EditHistory`` and handed to a napari
@@ -10,17 +11,19 @@ layer (``layer.data_setitem(edit.coords, edit.new_labels)``).
 
 Which pixels a proposal may write, by who set them (the proposal's background never writes):
 
-==============  ======  ==================  =====  =================
-pixel           accept  accept(overwrite)   merge  merge(overwrite)
-==============  ======  ==================  =====  =================
-unlabelled      yes     yes                 yes    yes
-set by model    yes     yes                 no     no
-set by person   no      yes                 no     yes
-==============  ======  ==================  =====  =================
+==================  ======  ==================  =====  =================
+pixel               accept  accept(overwrite)   merge  merge(overwrite)
+==================  ======  ==================  =====  =================
+unlabelled          yes     yes                 yes    yes
+set by model        yes     yes                 no     no
+set by person       no      yes                 no     yes
+erased by person    no      yes                 no     yes
+==================  ======  ==================  =====  =================
 
 ``accept`` means "the proposal wins over anything the person did not draw"; ``merge`` means "keep
-every label already there, the proposal only fills the gaps". ``overwrite_person`` lifts the person's
-protection and nothing else. A pixel whose label already equals the proposal is left alone, its
+every label already there, the proposal only fills the gaps". An erasure is the person's decision
+as much as a stroke is: a pixel they erased stays empty. ``overwrite_person`` lifts the person's
+protection (strokes and erasures) and nothing else. A pixel whose label already equals the proposal is left alone, its
 provenance included: agreeing with the person does not make their pixel the model's.
 
 There is no ``reject``: rejecting a proposal is discarding it, and changes neither the labels,
@@ -41,7 +44,9 @@ from slicewise.errors import NothingToUndoError, ProposalError
 UNLABELLED = 0
 PERSON = 1
 MODEL = 2
-PROVENANCE_NAMES = {UNLABELLED: "unlabelled", PERSON: "person", MODEL: "model"}
+ERASED = 3  # unlabelled by the person's eraser: protected like a stroke
+PROVENANCE_NAMES = {UNLABELLED: "unlabelled", PERSON: "person", MODEL: "model", ERASED: "erased"}
+PERSONS = (PERSON, ERASED)  # the person's decisions, which only overwrite_person lets a proposal change
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,22 +88,36 @@ def initial_provenance(labels: np.ndarray) -> np.ndarray:
 
 
 def reconcile_provenance(labels: np.ndarray, provenance: np.ndarray) -> np.ndarray:
-    """New provenance that agrees with ``labels`` (any shape): 0 is unlabelled, unclaimed labels are the person's.
+    """New provenance that agrees with ``labels`` (any shape): 0 stays unlabelled or erased, other labels claimed.
 
     For labels changed in ways no edit recorded (e.g. undoing strokes made before provenance was
-    kept): a labelled pixel not known to be the model's is the person's. Inputs are not changed.
+    kept): a labelled pixel not known to be the model's is the person's; an unlabelled one stays
+    erased if it was. Inputs are not changed.
     """
     labelled = np.asarray(labels) != 0
-    reconciled = np.where(labelled, provenance, UNLABELLED).astype(np.uint8)
-    reconciled[labelled & (reconciled == UNLABELLED)] = PERSON
+    provenance = np.asarray(provenance)
+    kept = np.where(provenance == ERASED, ERASED, UNLABELLED)
+    reconciled = np.where(labelled, provenance, kept).astype(np.uint8)
+    reconciled[labelled & np.isin(reconciled, (UNLABELLED, ERASED))] = PERSON
     return reconciled
 
 
 def paint(labels: np.ndarray, provenance: np.ndarray, mask: np.ndarray, value: int) -> Edit:
-    """A person's brush stroke: ``mask`` pixels become ``value`` and the person's (0 erases them)."""
+    """A person's brush stroke: ``mask`` pixels become ``value`` and the person's (0 erases them).
+
+    An erased pixel that held a label becomes ``ERASED`` (a proposal leaves it empty); erasing an
+    unlabelled pixel changes nothing.
+    """
     mask = _check(labels, provenance, mask, "mask").astype(bool)
+    if value == 0:
+        mask &= labels != 0
     index = np.flatnonzero(mask)
-    return _edit(labels, provenance, index, np.full(index.size, value), PERSON if value != 0 else UNLABELLED)
+    return _edit(labels, provenance, index, np.full(index.size, value), PERSON if value != 0 else ERASED)
+
+
+def person_provenance(old_labels: np.ndarray, new_labels: np.ndarray) -> np.ndarray:
+    """Provenance of pixels the person changed from ``old_labels`` to ``new_labels``: drawn or erased."""
+    return np.where(new_labels != 0, PERSON, np.where(old_labels != 0, ERASED, UNLABELLED)).astype(np.uint8)
 
 
 def accept(
@@ -114,7 +133,8 @@ def accept(
 
     ``classes`` keeps only those proposal values. ``component_at=(row, col)`` keeps only the
     8-connected region of the proposal's class under that pixel (nothing if it is background there).
-    Person pixels change only with ``overwrite_person=True``. Written pixels become ``MODEL``'s.
+    Person pixels (drawn or erased) change only with ``overwrite_person=True``. Written pixels become
+    ``MODEL``'s.
     """
     proposal = _check(labels, provenance, proposal, "proposal")
     take = proposal != 0
@@ -123,19 +143,20 @@ def accept(
     if component_at is not None:
         take &= _component(proposal, component_at)
     if not overwrite_person:
-        take &= provenance != PERSON
+        take &= ~np.isin(provenance, PERSONS)
     return _take(labels, provenance, proposal, take)
 
 
 def merge(labels: np.ndarray, provenance: np.ndarray, proposal: np.ndarray, *, overwrite_person: bool = False) -> Edit:
     """Fill only the unlabelled pixels with the proposal's foreground; model-made pixels are kept.
 
-    With ``overwrite_person=True`` the person's pixels are overwritten too (see the module table).
+    Pixels the person erased stay empty. With ``overwrite_person=True`` the person's pixels (drawn or
+    erased) are overwritten too (see the module table).
     """
     proposal = _check(labels, provenance, proposal, "proposal")
-    writable = labels == 0
+    writable = (labels == 0) & (provenance != ERASED)
     if overwrite_person:
-        writable |= provenance == PERSON
+        writable |= np.isin(provenance, PERSONS)
     return _take(labels, provenance, proposal, writable & (proposal != 0))
 
 
@@ -168,7 +189,7 @@ def revert(labels: np.ndarray, provenance: np.ndarray, edit: Edit) -> tuple[np.n
 
 
 def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
-    """Pixels per provenance, e.g. ``{"unlabelled": 10, "person": 5, "model": 3}``, for export."""
+    """Pixels per provenance, e.g. ``{"unlabelled": 10, "person": 5, "model": 3, "erased": 0}``, for export."""
     counts = np.bincount(np.asarray(provenance, dtype=np.int64).reshape(-1), minlength=len(PROVENANCE_NAMES))
     if counts.size > len(PROVENANCE_NAMES):
         raise ProposalError(f"Provenance holds codes other than {sorted(PROVENANCE_NAMES)}.")
