@@ -5,6 +5,12 @@ layer's ``scale`` and the origin its ``translate`` (both in napari's (z, y, x) o
 geometry goes into ``layer.metadata[METADATA_KEY]`` so the writers can put labels back in place.
 The stack reader wraps :func:`slicewise.io.lazy.open_image`: napari gets a lazy array and reads
 only the planes it shows.
+
+napari's own reader also claims ``.nii``, ``.nii.gz``, ``.nrrd`` and ``.dcm`` (through imageio, which
+fails without itk), and an npe2 manifest has no reader priority: with two readers napari asks, and
+offers its own first. ``prefer_slicewise_reader`` (run when the slicewise dock first opens, and by
+``slicewise demo``) makes slicewise the reader for those patterns in napari's settings
+(Preferences > Plugins > File extension readers), unless the person chose one there already.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from slicewise.io.lazy import is_lazy_path, open_image
 from slicewise.io.medical import Volume, is_medical_path, read_volume
 
 METADATA_KEY = "slicewise_medical"
+PLUGIN = "slicewise"  # the npe2 manifest's name
+MEDICAL_PATTERNS = ("*.nii", "*.nii.gz", "*.nrrd", "*.dcm")  # only slicewise reads them without itk
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -59,3 +67,15 @@ def layer_kwargs(volume: Volume) -> dict[str, Any]:
         "translate": volume.translate,
         "metadata": {METADATA_KEY: volume.metadata()},
     }
+
+
+def prefer_slicewise_reader() -> list[str]:
+    """Make slicewise napari's reader for ``MEDICAL_PATTERNS`` the person has not assigned; the patterns set."""
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    chosen = dict(plugins.extension2reader)
+    added = [pattern for pattern in MEDICAL_PATTERNS if pattern not in chosen]
+    if added:
+        plugins.extension2reader = {**chosen, **dict.fromkeys(added, PLUGIN)}
+    return added

@@ -10,7 +10,7 @@ from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.provenance import tracker_of
 from slicewise.core import proposals
-from slicewise.core.proposals import MODEL, PERSON, UNLABELLED
+from slicewise.core.proposals import ERASED, MODEL, PERSON, UNLABELLED
 from slicewise.core.types import SliceRef
 
 TIMEOUT_MS = 60_000
@@ -89,9 +89,12 @@ def test_undo_restores_exactly_the_labels_before_an_accept_and_redo_reapplies_it
         mine.paint((2, 9), 7)
         mine.paint((9, 5), 7)
     mine.fill((2, 9), 3)  # napari's fill bucket on the first dab
+    stroke = mine.data.copy()
     mine.paint((9, 5), 0)  # and its eraser on the second, inside a proposed object
     before = mine.data.copy(), provenance_of(mine).copy()
-    np.testing.assert_array_equal(before[1], proposals.initial_provenance(before[0]))
+    expected = proposals.initial_provenance(before[0])
+    expected[(stroke != 0) & (before[0] == 0)] = ERASED  # the eraser's pixels stay the person's decision
+    np.testing.assert_array_equal(before[1], expected)
 
     panel.accept_button.native.click()
     after = mine.data.copy(), provenance_of(mine).copy()
@@ -191,11 +194,11 @@ def test_impossible_acts_are_one_notification_each_and_change_nothing(make_napar
 def test_new_labels_layer_takes_the_images_geometry_and_removing_it_restores_its_undo(make_napari_viewer):
     viewer = make_napari_viewer()
     panel, _ = panel_with(viewer, two_objects())
-    assert panel.target.choices == ()
+    assert panel.target.choices == (None,)  # nothing chosen; the person makes one
     panel.new_button.native.click()
     mine = panel.target.value
     assert mine.name == "img labels" and mine.data.shape == (12, 12) and tuple(mine.scale) == SCALE
-    assert panel.target.choices == (mine,)
+    assert panel.target.choices == (None, mine)
     panel.accept_button.native.click()
     assert "undo" in vars(mine)
     viewer.layers.remove(mine)
@@ -209,8 +212,7 @@ def test_provenance_follows_while_the_widget_is_closed_and_a_reopened_one_goes_o
     viewer.window.remove_dock_widget("all")  # the person closes the slicewise dock widget
     mine.brush_size = 1
     mine.paint((2, 2), 0)  # and erases a model pixel with napari's eraser
-    assert provenance_of(mine)[2, 2] == UNLABELLED
-    accepted = provenance_of(mine).copy()
+    assert provenance_of(mine)[2, 2] == ERASED
 
     widget = SlicewiseDock(viewer)
     viewer.window.add_dock_widget(widget)
@@ -218,11 +220,11 @@ def test_provenance_follows_while_the_widget_is_closed_and_a_reopened_one_goes_o
     widget.edit.proposal = panel.proposal
     widget.edit.merge_button.native.click()
     assert [layer.name for layer in viewer.layers].count("mine provenance") == 1
-    assert provenance_of(mine)[2, 2] == MODEL
-    assert widget.edit.status.value == "merged: 1 px on 2D · person 0 px · model 42 px"
-    mine.undo()  # one step, not one per widget ever opened
-    np.testing.assert_array_equal(provenance_of(mine), accepted)
-    mine.undo()
+    assert provenance_of(mine)[2, 2] == ERASED and mine.data[2, 2] == 0  # the erasure is the person's decision
+    assert widget.edit.status.value == (
+        "merged: 0 px on 2D · person 0 px · model 41 px · erased by person 1 px (kept empty)"
+    )
+    mine.undo()  # the erasure (the merge wrote nothing): one step, not one per widget ever opened
     assert mine.data[2, 2] == 1 and provenance_of(mine)[2, 2] == MODEL
 
 
@@ -298,7 +300,7 @@ def test_provenance_follows_a_random_mix_of_brush_fill_eraser_accepts_merges_und
             changed = labels != state[0]
             if changed.any():
                 provenance = state[1].copy()
-                person = np.where(labels != 0, PERSON, UNLABELLED)
+                person = np.where(labels != 0, PERSON, ERASED)  # a changed pixel now 0 was erased by the person
                 provenance[changed] = MODEL if act in ("accept", "merge", "object") else person[changed]
                 done.append(state)
                 undone.clear()

@@ -34,7 +34,7 @@ from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QCoreApplication, QTimer
 
-from slicewise._qt.layers import is_output, spatial_shape
+from slicewise._qt.layers import add_quietly, is_output, spatial_shape
 from slicewise._qt.provenance import track_provenance, tracker_of
 from slicewise.io import autosave
 from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, Throttle
@@ -217,10 +217,13 @@ class Autosaver:
 
 
 def restore_layer(viewer: napari.viewer.Viewer, saved: SavedLabels) -> Labels:
-    """Add autosaved labels as "<name> (restored)", their provenance (if saved) tracked again."""
+    """Add autosaved labels as "<name> (restored)", their provenance (if saved) tracked again.
+
+    The restored labels become the active layer, never their hidden, read-only provenance layer.
+    """
     layer = viewer.add_labels(
         saved.labels, name=f"{saved.name} (restored)", scale=saved.scale, translate=saved.translate
     )
     if saved.provenance is not None:
-        viewer.add_layer(track_provenance(layer, saved.provenance).layer)
+        add_quietly(viewer, track_provenance(layer, saved.provenance).layer)
     return layer

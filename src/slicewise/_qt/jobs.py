@@ -76,6 +76,25 @@ def failure(error: Exception) -> Failure:
     return Failure(str(error))
 
 
+def modality_warning(model: LoadedModel, layer: napari.layers.Image) -> str | None:
+    """A sentence when ``layer`` is not the kind of image ``model`` was trained on (colour vs grayscale), else None.
+
+    The model's channels and training data come from its header; the image's modality, when a medical
+    reader found one, from its layer. The prediction still runs: the person decides whether it helps.
+    """
+    channels = model.spec.input.channels
+    if channels not in (1, 3) or (channels == 3) == bool(layer.rgb):
+        return None
+    data = ", ".join(str(name) for name in model.provenance.get("data", []) if name)
+    trained = f"{'colour (RGB)' if channels == 3 else 'grayscale'} images" + (f" of {data}" if data else "")
+    modality = layer.metadata.get("slicewise_medical", {}).get("modality", "")
+    kind = f"a {'colour' if layer.rgb else 'grayscale'}{f' {modality}' if modality else ''} image"
+    return (
+        f"{model.name} was trained on {trained}, and '{layer.name}' is {kind}: its proposals may mean little "
+        "here. slicewise still predicts; choose a model trained on images like these for real use."
+    )
+
+
 def model_key(request: Request | PromptRequest) -> tuple[str, str, tuple[str, ...]]:
     """The cache key of a request's model: name or path, device, and the class names given for it."""
     return (request.model, request.device, request.classes)

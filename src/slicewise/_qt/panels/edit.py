@@ -2,8 +2,12 @@
 
 The proposal is the slicewise labels layer written last (the state's ``proposal``, else the topmost one), read at the
 viewed slice. Nothing reaches the person's layer without an act: Accept, Accept class, Accept object
-(``Shift-A``: the connected object under the mouse cursor) or Merge (unlabelled pixels only); Reject
-removes the proposal layer. Pixels the person painted change only when "overwrite my pixels" is ticked.
+(``Shift-A``: the connected object under the mouse cursor) or Merge (unlabelled pixels only). Reject
+clears the viewed slice's proposal and its maps (every slice, and the layers, with "every slice"
+ticked, or once nothing is left); Undo reject puts them back. Pixels the person painted, or erased,
+change only when "overwrite my pixels" is ticked. The labels to accept into are never chosen for the
+person (an opened label file may be a reference): they choose, or press New labels layer. The legend
+names each proposal with its colours, the one Accept takes first. Accept, Merge and Reject have keys.
 
 Each act is one ``Labels.data_setitem`` call on the person's layer, so napari records it as one step of
 its own history: Ctrl+Z (``layer.undo()``) takes it back, redo re-applies it, and napari's brush, fill
@@ -21,7 +25,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, S
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
-from slicewise._qt.layers import META_KEY, is_output, spatial_shape
+from slicewise._qt.layers import META_KEY, Rejection, add_quietly, is_output, legend, spatial_shape
+from slicewise._qt.layers import reject as reject_proposal
 from slicewise._qt.panels import row, show_choice
 from slicewise._qt.provenance import ProvenanceTracker, track_provenance, tracker_of, trackers
 from slicewise._qt.runner import JobRunner
@@ -31,6 +36,7 @@ from slicewise.core.slices import slice_ref_from_point, take_slice
 from slicewise.core.types import SliceRef
 
 ACCEPT_OBJECT_KEY = "Shift-A"
+ACCEPT_KEY, MERGE_KEY, REJECT_KEY = "Shift-Y", "Shift-M", "Shift-N"
 
 
 class EditPanel(Container):
@@ -41,11 +47,24 @@ class EditPanel(Container):
         self._state = state
         self._viewer = state.viewer
         self._last_act = ""
-        self.target = ComboBox(label="into labels", choices=self._person_layers)
+        self._rejections: list[Rejection] = []
+        # nullable, and None at first: an opened (reference) label file is never chosen for the person
+        self.target = ComboBox(
+            label="into labels",
+            choices=self._person_layers,
+            nullable=True,
+            value=None,
+            tooltip="the labels Accept writes into: choose yours, or press New labels layer",
+        )
         self.new_button = PushButton(text="New labels layer")
-        self.accept_button = PushButton(text="Accept")
-        self.merge_button = PushButton(text="Merge", tooltip="fill only unlabelled pixels")
-        self.reject_button = PushButton(text="Reject", tooltip="remove the proposal layer")
+        self.accept_button = PushButton(text="Accept", tooltip=f"the viewed slice's proposal ({ACCEPT_KEY})")
+        self.merge_button = PushButton(text="Merge", tooltip=f"fill only unlabelled pixels ({MERGE_KEY})")
+        self.reject_button = PushButton(
+            text="Reject", tooltip=f"clear the viewed slice's proposal and maps; all with every slice ({REJECT_KEY})"
+        )
+        self.undo_reject_button = PushButton(text="Undo reject", enabled=False)
+        self.legend = Label(value="", tooltip="each proposal's model and class colours; the one Accept takes first")
+        self.legend.native.setWordWrap(True)
         self.accept_class_button = PushButton(text="Accept class")
         self.accepted_class = SpinBox(value=1, min=1, max=255, tooltip="the proposal's class to accept")
         self.accept_object_button = PushButton(
@@ -53,7 +72,7 @@ class EditPanel(Container):
         )
         self.overwrite = CheckBox(text="overwrite my pixels", value=False)
         self.every_slice = CheckBox(
-            text="every slice", value=False, tooltip="Accept, Accept class and Merge take the whole stack's proposal"
+            text="every slice", value=False, tooltip="Accept, Accept class, Merge and Reject act on the whole stack"
         )
         self.status = Label(value="", tooltip="the last act; pixels of the chosen labels by who set them")
         self.status.native.setWordWrap(True)  # a long status must not widen the dock
@@ -61,7 +80,8 @@ class EditPanel(Container):
             [
                 self.target,
                 self.new_button,
-                row(self.accept_button, self.merge_button, self.reject_button),
+                row(self.legend),  # the whole width: no label column
+                row(self.accept_button, self.merge_button, self.reject_button, self.undo_reject_button),
                 row(self.accept_class_button, self.accepted_class),
                 self.accept_object_button,
                 row(self.overwrite, self.every_slice),
@@ -72,14 +92,21 @@ class EditPanel(Container):
         self.accept_button.changed.connect(self.accept)
         self.merge_button.changed.connect(self.merge)
         self.reject_button.changed.connect(self.reject)
+        self.undo_reject_button.changed.connect(self.undo_reject)
         self.accept_class_button.changed.connect(self.accept_class)
         self.accept_object_button.changed.connect(self.accept_object)
         self.target.changed.connect(self._choose_target)
         state.events.target.connect(lambda layer: show_choice(self.target, layer))
-        state.bind_key(ACCEPT_OBJECT_KEY, self.accept_object)
+        state.bind_key(ACCEPT_OBJECT_KEY, self.accept_object, "Accept the proposed object under the cursor")
+        state.bind_key(ACCEPT_KEY, self.accept, "Accept the viewed slice's proposal")
+        state.bind_key(MERGE_KEY, self.merge, "Merge the viewed slice's proposal")
+        state.bind_key(REJECT_KEY, self.reject, "Reject the viewed slice's proposal")
+        state.events.proposal.connect(self._show_legend)
+        state.listen(self._viewer.layers.events.inserted, self._show_legend)
         state.listen(self._viewer.layers.events.removed, self._on_removed)
         state.on_close(self._let_trackers_go)
-        state.target = self.target.value
+        if state.target is not None:
+            show_choice(self.target, state.target)
 
     @property
     def proposal(self) -> Labels | None:
@@ -131,15 +158,37 @@ class EditPanel(Container):
         self._act("merged", merge=True)
 
     def reject(self) -> None:
-        """Remove the proposal layer; the person's labels stay exactly as they are."""
+        """Clear the viewed slice's proposal and its maps (all of them with "every slice"); the person's labels stay."""
         proposal = self._proposal_layer()
         if proposal is None:
             show_info("There is no proposal to reject.")
             return
-        self._viewer.layers.remove(proposal)
-        self.proposal = None
-        self._last_act = f"rejected {proposal.name}"
+        whole = bool(self.every_slice.value) or proposal.data.ndim == 2
+        point = proposal.world_to_data(self._viewer.dims.point)
+        ref = None if whole else slice_ref_from_point(proposal.data.shape, point, rgb=False)
+        name = proposal.name
+        self._rejections.append(reject_proposal(self._viewer, proposal, ref))
+        self.undo_reject_button.enabled = True
+        if proposal not in self._viewer.layers:
+            self.proposal = None
+        self._last_act = f"rejected {name} on {'every slice' if ref is None else ref.describe()}"
         self._show_status()
+        self._show_legend()
+
+    def undo_reject(self) -> None:
+        """Put back what the last Reject took."""
+        if not self._rejections:
+            return
+        restored = self._rejections.pop().undo(self._viewer)
+        self.undo_reject_button.enabled = bool(self._rejections)
+        if restored is not None:
+            self.proposal = restored
+        self._last_act = "reject undone"
+        self._show_status()
+        self._show_legend()
+
+    def _show_legend(self) -> None:
+        self.legend.value = legend(self._viewer, self._proposal_layer())
 
     def _proposal_layer(self) -> Labels | None:
         """The labels layer the widget last wrote if it is still there, else the topmost slicewise one."""
@@ -219,7 +268,7 @@ class EditPanel(Container):
         """The provenance tracker of a person's layer, made (with a new provenance layer) at the first act into it."""
         tracker = track_provenance(labels)
         if tracker.layer not in self._viewer.layers:
-            self._viewer.add_layer(tracker.layer)
+            add_quietly(self._viewer, tracker.layer)
         tracker.on_change = self._show_status
         return tracker
 
@@ -230,12 +279,16 @@ class EditPanel(Container):
         if tracker is not None:
             counts = proposals.provenance_counts(tracker.provenance)
             parts += [f"person {counts['person']} px", f"model {counts['model']} px"]
+            if counts["erased"]:
+                parts.append(f"erased by person {counts['erased']} px (kept empty)")
         self.status.value = " · ".join(parts)
 
     def _on_removed(self, event: Any) -> None:
         tracker = tracker_of(event.value)
         if tracker is not None:
             tracker.detach()
+        if is_output(event.value):
+            self._show_legend()
 
     def _let_trackers_go(self) -> None:
         """The dock closed: trackers go on following their layers, without telling this panel."""
