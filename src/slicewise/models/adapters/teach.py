@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slicewise.errors import CheckpointError, PretrainedWeightsError
-from slicewise.models.adapters.base import Adapter, read_weights
+from slicewise.models.adapters.base import Adapter, WheelEncoderState, read_weights
 from slicewise.models.encoders import build_encoder, get_encoder
 from slicewise.models.spec import ModelSpec
 
@@ -128,7 +128,7 @@ class SupportHead(GridHead):
         return torch.log(votes.clamp_min(1e-4)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
-class TaughtSegmenter(nn.Module):
+class TaughtSegmenter(WheelEncoderState):
     """Frozen ``encoder`` and a fitted ``head``; the state dict holds the head only."""
 
     def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
@@ -143,15 +143,6 @@ class TaughtSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.levels(x), tuple(x.shape[-2:]))
-
-    def state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003 - torch's signature
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}encoder."))
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
-        encoder_state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-        return super().load_state_dict({**encoder_state, **state_dict}, strict=strict, assign=assign)
 
 
 def head_channels(encoder: str) -> list[int]:
