@@ -63,7 +63,7 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from slicewise_train.export import export
 
-    path, evaluations = export(args.checkpoint, args.out, args.evaluate_on)
+    path, evaluations = export(args.checkpoint, args.out, args.evaluate_on, use=args.use)
     for e in evaluations:
         print(f"{e.dataset:<14} test Dice {e.pooled_dice:.4f} (pooled), {e.mean_dice:.4f} (mean per image)")
     print(path)
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset folder; the first is the training set",
     )
     p.add_argument("--out", required=True)
+    p.add_argument("--use", help="one line on when to choose the model (fast / accurate), shown by `slicewise models`")
     p.set_defaults(run=_cmd_export)
     p = sub.add_parser("protocol", help="every model on every dataset, cross-dataset matrix and one report")
     p.add_argument("file", help="protocol JSON (training/protocols/cpu_study.json)")
