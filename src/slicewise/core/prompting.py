@@ -76,6 +76,26 @@ class Prompt:
         return " + ".join(parts)
 
 
+def with_points(boxes: Sequence[Prompt], points: Sequence[Point], point_labels: Sequence[int]) -> tuple[Prompt, ...]:
+    """The prompts of one slice: its boxes, the points joining the box when there is one (SAM decodes a
+    box and its points together), else making a prompt of their own."""
+    boxes = tuple(boxes)
+    if not points:
+        return boxes
+    points, labels = tuple(tuple(p) for p in points), tuple(int(v) for v in point_labels)
+    if len(boxes) == 1:
+        return (Prompt(box=boxes[0].box, points=points, point_labels=labels),)
+    return (*boxes, Prompt(points=points, point_labels=labels))
+
+
+def describe_prompts(prompts: Sequence[Prompt]) -> str:
+    """E.g. ``"1 box"``, ``"2 boxes + 3 points"``, for status lines."""
+    boxes = sum(p.box is not None for p in prompts)
+    points = sum(len(p.points) for p in prompts)
+    parts = [f"{boxes} box{'es' if boxes > 1 else ''}"] if boxes else []
+    return " + ".join(parts + ([f"{points} point{'s' if points > 1 else ''}"] if points else []))
+
+
 @dataclass(frozen=True, eq=False)
 class SliceEmbedding:
     """A slice's image embedding and where the slice sits in the network frame."""

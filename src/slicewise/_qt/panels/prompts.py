@@ -1,9 +1,13 @@
-"""Box prompts with a promptable model (LiteMedSAM), and propagation of an object through a stack.
+"""Box and point prompts with a promptable model (LiteMedSAM, SAM), and propagation through a stack.
 
 "Draw boxes" adds a Shapes layer "<image> boxes" over the chosen image in rectangle mode. Every
 rectangle on the viewed slice is a prompt: drawing, moving, resizing or deleting one decodes all
 the boxes of that slice against the slice's cached embedding, and their union lands in the usual
-proposal layer, where the edit panel accepts, merges or rejects it. While the boxes layer exists,
+proposal layer, where the edit panel accepts, merges or rejects it. "Place points" adds a Points
+layer "<image> points": each click is an object (+, green) or background (−, red) point, as the
+"click adds" choice says; the points of the viewed slice join its one box (or, with no box or
+several, make a prompt of their own) for models that take points (SAM checkpoints); LiteMedSAM
+was trained with boxes only and refuses them in one sentence. While the boxes layer exists,
 the encoder runs ahead on each slice the person moves to, so the first box there costs only the
 decode. "Propagate" follows the object on the viewed slice (the person's labels there, else the
 proposal) to the next slices up and down, one proposal per slice, until it disappears.
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
-from napari.layers import Image, Shapes
+from napari.layers import Image, Points, Shapes
 from napari.layers.base import ActionType
 from napari.utils.notifications import show_info
 
@@ -23,12 +27,15 @@ from slicewise._qt.jobs import Failure, PromptRequest, prompt_job, propagate_job
 from slicewise._qt.layers import show_prediction, spatial_shape
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
-from slicewise.core.prompting import Prompt
+from slicewise.core.prompting import Prompt, describe_prompts, with_points
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, SliceRef
 from slicewise.models.sources import model_names
 
 BOXES_KEY = "slicewise_boxes"  # metadata of a boxes layer: the name of the image it prompts
+POINTS_KEY = "slicewise_points"  # metadata of a points layer: the name of the image it prompts
+OBJECT, BACKGROUND = "object (+)", "background (−)"  # what a click adds
+POINT_COLOURS = {True: "lime", False: "red"}
 _SETTLED = (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED)
 PROMPT, PROPAGATE = "prompt", "propagate"  # the runner's lanes
 
@@ -44,6 +51,23 @@ def boxes_on(layer: Shapes, ref: SliceRef) -> tuple[Prompt, ...]:
     return tuple(prompts)
 
 
+def points_on(layer: Points, ref: SliceRef) -> tuple[tuple[tuple[float, float], ...], tuple[int, ...]]:
+    """The points of ``layer`` on slice ``ref`` as (x, y) slice pixels, and their labels (1 object, 0 background)."""
+    positive = layer.features["positive"] if "positive" in layer.features else [True] * len(layer.data)
+    kept = [
+        ((float(point[-1]), float(point[-2])), int(bool(sign)))
+        for point, sign in zip(layer.data, positive, strict=True)
+        if tuple(int(round(v)) for v in point[:-2]) == ref.index
+    ]
+    return tuple(p for p, _ in kept), tuple(label for _, label in kept)
+
+
+def prompts_on(boxes: Shapes | None, points: Points | None, ref: SliceRef) -> tuple[Prompt, ...]:
+    """Every prompt on slice ``ref``: its boxes, and its points joined to them (``core.prompting.with_points``)."""
+    coords, labels = points_on(points, ref) if points is not None else ((), ())
+    return with_points(boxes_on(boxes, ref) if boxes is not None else (), coords, labels)
+
+
 class PromptPanel(Container):
     """Draw boxes for a promptable model; propagate an accepted object through the stack."""
 
@@ -52,15 +76,20 @@ class PromptPanel(Container):
         self._state, self._runner = state, runner
         self.prompt_model = ComboBox(label="prompt model", choices=self._prompt_models, value="lite_medsam")
         self.boxes_button = PushButton(text="Draw boxes", tooltip="each box on a slice prompts the model")
+        self.points_button = PushButton(text="Place points", tooltip="clicks on the object (+) or the background (−)")
+        self.point_kind = ComboBox(label="click adds", choices=[OBJECT, BACKGROUND], value=OBJECT)
         self.propagate_button = PushButton(
             text="Propagate", tooltip="follow the object on this slice to the next slices, one proposal each"
         )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
-        self.extend([self.prompt_model, self.boxes_button, self.propagate_button, self.status])
-        self._watched: list[Shapes] = []  # boxes layers whose changes prompt this panel
+        self.extend([self.prompt_model, self.boxes_button, self.points_button, self.point_kind])
+        self.extend([self.propagate_button, self.status])
+        self._watched: list[Shapes | Points] = []  # boxes and points layers whose changes prompt this panel
         self._ahead_refused: set[str] = set()  # models that answered an embed-ahead with a failure
         self.boxes_button.changed.connect(self.draw_boxes)
+        self.points_button.changed.connect(self.place_points)
+        self.point_kind.changed.connect(self._point_kind_changed)
         self.propagate_button.changed.connect(self.propagate)
         state.events.opened_models.connect(lambda: self.prompt_model.reset_choices())
         state.listen(state.viewer.dims.events.current_step, self._embed_ahead)
@@ -77,7 +106,7 @@ class PromptPanel(Container):
 
     def _unwatch(self) -> None:
         for layer in self._watched:
-            layer.events.data.disconnect(self._on_boxes)
+            layer.events.data.disconnect(self._on_prompts)
 
     def boxes_layer(self, image: Image, *, create: bool = False) -> Shapes | None:
         """The boxes layer of ``image``, made now with ``create`` if there is none."""
@@ -95,46 +124,85 @@ class PromptPanel(Container):
                 edge_width=2,
                 metadata={BOXES_KEY: image.name},
             )
-        if layer is not None and layer not in self._watched:  # also a boxes layer an earlier dock made
-            layer.events.data.connect(self._on_boxes)
+        return self._watch(layer)
+
+    def _watch(self, layer: Shapes | Points | None) -> Any:
+        if layer is not None and layer not in self._watched:  # also a layer an earlier dock made
+            layer.events.data.connect(self._on_prompts)
             self._watched.append(layer)
         return layer
 
-    def draw_boxes(self) -> None:
-        """Add (or pick) the image's boxes layer in rectangle mode and embed the viewed slice ahead."""
+    def points_layer(self, image: Image, *, create: bool = False) -> Points | None:
+        """The points layer of ``image``, made now with ``create`` if there is none."""
+        viewer = self._state.viewer
+        found = [lay for lay in viewer.layers if isinstance(lay, Points) and lay.metadata.get(POINTS_KEY) == image.name]
+        layer = found[0] if found else None
+        if layer is None and create:
+            layer = viewer.add_points(
+                ndim=len(spatial_shape(image)),
+                name=f"{image.name} points",
+                scale=image.scale,
+                translate=image.translate,
+                features={"positive": np.zeros(0, bool)},
+                border_color="white",
+                size=max(4.0, min(spatial_shape(image)[-2:]) / 40) * float(image.scale[-1]),
+                metadata={POINTS_KEY: image.name},
+            )
+            self._point_kind_changed()
+        return self._watch(layer)
+
+    def place_points(self) -> None:
+        """Add (or pick) the image's points layer in add mode: each click is a point of the kind chosen."""
+        self._start_prompting("points are placed", self.points_layer, "add")
+
+    def _start_prompting(self, what: str, layer_of: Any, mode: str) -> None:
+        """Make the image's prompt layer the active one in ``mode`` and embed the viewed slice ahead."""
         image = self._state.image
         if image is None:
-            show_info("Choose an image in the slicewise widget first; boxes are drawn on it.")
+            show_info(f"Choose an image in the slicewise widget first; {what} on it.")
             return
-        layer = self.boxes_layer(image, create=True)
+        layer = layer_of(image, create=True)
         self._state.viewer.layers.selection.active = layer
-        layer.mode = "add_rectangle"
+        layer.mode = mode
         self._request(image, ())
 
-    def _image_of(self, layer: Shapes) -> Image | None:
-        name = layer.metadata[BOXES_KEY]
+    def _point_kind_changed(self, *_: Any) -> None:
+        positive = self.point_kind.value == OBJECT
+        image = self._state.image
+        layer = None if image is None else self.points_layer(image)
+        if layer is not None:
+            layer.feature_defaults["positive"] = positive
+            layer.selected_data = set()  # the new colour is for the next clicks only
+            layer.current_face_color = POINT_COLOURS[positive]
+
+    def draw_boxes(self) -> None:
+        """Add (or pick) the image's boxes layer in rectangle mode and embed the viewed slice ahead."""
+        self._start_prompting("boxes are drawn", self.boxes_layer, "add_rectangle")
+
+    def _image_of(self, layer: Shapes | Points) -> Image | None:
+        name = layer.metadata.get(BOXES_KEY, layer.metadata.get(POINTS_KEY))
         return next((lay for lay in self._state.viewer.layers if isinstance(lay, Image) and lay.name == name), None)
 
-    def _on_boxes(self, event: Any) -> None:
-        """A box was drawn, moved, resized or deleted: prompt with every box on the viewed slice."""
+    def _on_prompts(self, event: Any) -> None:
+        """A box or point was added, moved, resized or deleted: prompt with every box and point on the viewed slice."""
         if event.action not in _SETTLED:
             return
         image = self._image_of(event.source)
         ref = None if image is None else self._state.viewed_slice(image)
         if ref is None:
             return
-        prompts = boxes_on(event.source, ref)
+        prompts = prompts_on(self.boxes_layer(image), self.points_layer(image), ref)
         if prompts:
             self._request(image, prompts, ref)
         else:
-            self.status.value = f"no boxes on {ref.describe()}; Reject removes the last proposal"
+            self.status.value = f"no boxes or points on {ref.describe()}; Reject removes the last proposal"
 
     def _embed_ahead(self) -> None:
         """The person moved to another slice while prompting: run the encoder there now."""
         image = self._state.image
         if str(self.prompt_model.value) in self._ahead_refused or self._runner.running(PROPAGATE):
             return
-        if image is not None and self.boxes_layer(image) is not None:
+        if image is not None and (self.boxes_layer(image) is not None or self.points_layer(image) is not None):
             self._request(image, ())
 
     def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef | None = None) -> None:
@@ -167,8 +235,8 @@ class PromptPanel(Container):
             self.status.value = f"{request.slice_ref.describe()} encoded: a box there costs only the decoder"
         elif request.layer in self._state.viewer.layers:
             self._show(request.layer, result)
-            boxes = f"{len(request.prompts)} box{'es' if len(request.prompts) > 1 else ''}"
-            self.status.value = f"{boxes} on {request.slice_ref.describe()} · {result.seconds * 1000:.0f} ms"
+            where = request.slice_ref.describe()
+            self.status.value = f"{describe_prompts(request.prompts)} on {where} · {result.seconds * 1000:.0f} ms"
 
     def _show(self, image: Image, prediction: Prediction) -> None:
         if image in self._state.viewer.layers:
