@@ -39,3 +39,18 @@ def test_queue_hands_out_each_slice_once_most_uncertain_first():
 def test_a_2d_image_has_no_slices_to_rank():
     with pytest.raises(ImageError, match="needs a 3D stack"):
         stack_refs((256, 256, 3), rgb=True)
+
+
+def test_rank_by_map_puts_the_slice_where_the_sides_differ_most_first():
+    from slicewise.core.evaluation import disagreement
+    from slicewise.core.review import rank_by_map
+
+    a = np.zeros((3, 4, 4), np.uint8)
+    b = np.zeros_like(a)
+    a[0, :2] = b[0, :2] = 1  # slice 0: the same
+    a[1, :2], b[1, 1:3] = 1, 1  # slice 1: half overlaps, Dice 0.5
+    a[2, 0, 0] = 1  # slice 2: only A; Dice 0
+    ranking = rank_by_map(disagreement(a, b))
+    assert [(ref.index[0], round(score, 3)) for ref, score in ranking] == [(2, 1.0), (1, 0.5), (0, 0.0)]
+    queue = ReviewQueue(ranking)
+    assert queue.place(SliceRef((1,))) == (2, 0.5)
