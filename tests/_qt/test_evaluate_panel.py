@@ -46,7 +46,7 @@ def test_evaluate_the_sample_stack_then_compare_the_model_with_a_persons_labels(
     expected = dice_score(result.labels[7], reference.data[7])
     assert result.dice()[next(r for r in result.slices if r.index == (7,))] == pytest.approx(expected)
     assert "pooled Dice" in panel.status.value and "HD95" in panel.status.value
-    table = panel.table.native
+    table = panel.table
     assert table.rowCount() == 45 and table.horizontalHeaderItem(4).text() == "hd95_px"
     errors = layer_of(viewer, "errors")
     assert errors.name == "errors: polyp_unet vs reference masks"
@@ -82,6 +82,20 @@ def test_evaluate_the_sample_stack_then_compare_the_model_with_a_persons_labels(
         "both",
     )
     assert len(panel.figure.axes[0].lines) == 2
+
+    # the review queue ranks by the disagreement layer, then by the errors layer (no prediction)
+    review = dock.review
+    review.rank_by.value = disagreement
+    review.rank_button.native.click()
+    first = review.queue.ranking[0][0].index[0]
+    assert viewer.dims.current_step[0] == first
+    assert review.queue_info.value.startswith(f"slice {first}: 1 − Dice between the models")
+    viewer.dims.set_current_step(0, (first + 1) % 45)  # moving on: the status names the new slice
+    assert review.queue_info.value.startswith(f"slice {(first + 1) % 45}:")
+    review.rank_by.value = errors
+    review.rank_button.native.click()
+    top, score = review.queue.ranking[0]
+    assert score == pytest.approx(1 - min(result.dice().values())) and viewer.dims.current_step[0] == top.index[0]
     dock.close_dock()
 
 

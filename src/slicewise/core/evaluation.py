@@ -94,6 +94,11 @@ class Evaluation:
         """The slice as a table cell: a file's stem, ``"12"`` in a stack, ``"2D"`` for an image."""
         return self.slice_names.get(ref) or slice_label(ref)
 
+    def table(self) -> tuple[list[str], list[tuple[SliceRef, tuple[Any, ...]]]]:
+        """Columns and (slice, row) pairs of the per-slice, per-class table (without the model column)."""
+        rows = [(row.slice_ref, values[1:]) for row, values in zip(self.rows, table_rows(self), strict=True)]
+        return list(table_columns(self.unit)[1:]), rows
+
     def dice(self) -> dict[SliceRef, float]:
         """Each slice's Dice (the study's per-image figure)."""
         return {ref: scores["dice"] for ref, scores in self.per_slice.items()}
@@ -151,6 +156,15 @@ class Comparison:
                 for ref, da, db in list(zip(self.order, self.dice_a, self.dice_b, strict=True))[:10]
             ],
         }
+
+    def table(self) -> tuple[list[str], list[tuple[SliceRef, tuple[Any, ...]]]]:
+        """Columns and (slice, row) pairs: slice, Dice A, Dice B, |ΔDice|, in ``order``."""
+        columns = ["slice", f"Dice {self.a.name}", f"Dice {self.b.name}", "|ΔDice|"]
+        rows = [
+            (ref, (self.a.label(ref), round(da, 4), round(db, 4), round(abs(da - db), 4)))
+            for ref, da, db in zip(self.order, self.dice_a, self.dice_b, strict=True)
+        ]
+        return columns, rows
 
     def sentence(self) -> str:
         """E.g. ``"polyp_unet 0.84 vs my labels 0.79 mean Dice over 45 slices; Wilcoxon p = 0.012"``."""
@@ -257,16 +271,16 @@ def iter_evaluate(
     """
     if not isinstance(source, LoadedModel | Ensemble):
         result = yield from iter_score(
-                source,
-                reference,
-                slices=slices,
-                spacing=spacing,
-                unit=unit,
-                tolerance=tolerance,
-                name=name or "labels",
-                reference_name=reference_name,
-                allow_empty=allow_empty,
-            )
+            source,
+            reference,
+            slices=slices,
+            spacing=spacing,
+            unit=unit,
+            tolerance=tolerance,
+            name=name or "labels",
+            reference_name=reference_name,
+            allow_empty=allow_empty,
+        )
         return dataclasses.replace(result, labels=source)
     from slicewise.core.inference import iter_predict
 
@@ -517,6 +531,19 @@ def disagreement_on(a: Any, b: Any, slices: Iterable[SliceRef]) -> np.ndarray:
     for ref in slices:
         result[ref.index] = disagreement(take_slice(a, ref), take_slice(b, ref))
     return result
+
+
+def map_legend(a: str, b: str | None = None) -> dict[int, str]:
+    """What each value of an errors map (``b`` None: ``a`` against the reference) or of a disagreement
+    map (A against B) means, for legends and napari's status bar."""
+    if b is None:
+        return {
+            A_ONLY: f"{a} only (false positive)",
+            B_ONLY: "reference only (missed)",
+            BOTH: "both (hit)",
+            OTHER_CLASS: "both, another class",
+        }
+    return {A_ONLY: f"{a} only", B_ONLY: f"{b} only", BOTH: "both", OTHER_CLASS: "both, another class"}
 
 
 def agreement_dice(disagreement_map: np.ndarray) -> float:

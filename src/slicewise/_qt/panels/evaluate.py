@@ -13,20 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from magicgui.widgets import ComboBox, Container, Label, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QTableWidgetItem
+from qtpy.QtWidgets import QFileDialog, QTableWidget, QTableWidgetItem
 
 from slicewise._qt.jobs import PERSON_ERRORS, Failure, cached_model, failure
 from slicewise._qt.layers import META_KEY
+from slicewise._qt.panels import row
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
 from slicewise.core import evaluation as ev
@@ -100,7 +102,7 @@ class EvaluatePanel(Container):
     """Reference, source A, compare with B, scope; Evaluate/Cancel; table, plot, exports."""
 
     def __init__(self, state: DockState, runner: JobRunner) -> None:
-        super().__init__()
+        super().__init__(labels=False)
         self._state, self._runner = state, runner
         self.reference = ComboBox(label="reference", choices=self._references, nullable=True)
         self.source_a = ComboBox(label="evaluate", choices=self._sources)
@@ -111,19 +113,22 @@ class EvaluatePanel(Container):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.legend = Label(value="")
-        self.table = Table(value={"data": [], "columns": []})
-        self.table.native.setSortingEnabled(True)
-        self.table.native.setEditTriggers(self.table.native.EditTrigger.NoEditTriggers)
-        self.table.native.setMinimumHeight(160)
-        self.figure = Figure(figsize=(5, 2.4), dpi=90)
+        self.table = QTableWidget()  # Qt's own: numbers sort as numbers and show their decimals
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(220)
+        self.figure = Figure(figsize=(5, 2.3), dpi=90)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
+        self.canvas.setMinimumHeight(190)
         self.csv_button = PushButton(text="Export CSV…")
         self.png_button = PushButton(text="Export plot PNG…")
-        self.extend([self.reference, self.source_a, self.source_b, self.scope, self.evaluate_button])
-        self.extend([self.cancel_button, self.status, self.legend, self.table])
+        choices = Container(widgets=[self.reference, self.source_a, self.source_b, self.scope])
+        self.extend([choices, row(self.evaluate_button, self.cancel_button), self.status, self.legend])
+        self.native.layout().addWidget(self.table)
         self.native.layout().addWidget(self.canvas)
-        self.extend([self.csv_button, self.png_button])
+        self.append(row(self.csv_button, self.png_button))
         self.results: list[ev.Evaluation] = []
         self.comparison: ev.Comparison | None = None
         self._geometry: Labels | None = None
@@ -131,7 +136,7 @@ class EvaluatePanel(Container):
         self.cancel_button.changed.connect(lambda: runner.cancel(LANE) and setattr(self.status, "value", "cancelled"))
         self.csv_button.changed.connect(lambda: self.export_csv())
         self.png_button.changed.connect(lambda: self.export_png())
-        self.table.native.cellClicked.connect(self._go_to_row)
+        self.table.cellClicked.connect(self._go_to_row)
         layers = state.viewer.layers.events
         for event in (layers.inserted, layers.removed):
             state.listen(event, self._refresh)
@@ -181,7 +186,8 @@ class EvaluatePanel(Container):
                 sources.append((value.name, np.array(value.data)))
             else:
                 classes = self._state.model_classes() if value == self._state.model else ()
-                sources.append((str(value), _Model(str(value), self._state.device, classes)))
+                name = Path(value).stem if Path(value).suffix else str(value)  # a checkpoint by its file name
+                sources.append((name, _Model(str(value), self._state.device, classes)))
         if any(isinstance(s, _Model) for _, s in sources) and image is None:
             show_error("Choose the image to predict in the slicewise widget; the model predicts it to be evaluated.")
             return
@@ -212,18 +218,23 @@ class EvaluatePanel(Container):
         if self.comparison is not None:
             lines.append(self.comparison.sentence())
             a, b = results
-            self._map("disagreement", f"disagreement: {a.name} (A) vs {b.name} (B)", self.comparison.disagreement)
-            self._legend({ev.A_ONLY: f"{a.name} only", ev.B_ONLY: f"{b.name} only", ev.BOTH: "both"})
+            legend = ev.map_legend(a.name, b.name)
+            self._map(
+                "disagreement", f"disagreement: {a.name} (A) vs {b.name} (B)", self.comparison.disagreement, legend
+            )
         else:
             where = ev.disagreement_on(first.labels, self._geometry.data, first.slices)
-            self._map("errors", f"errors: {first.name} vs {first.reference}", where)
-            self._legend({ev.A_ONLY: "false positive", ev.B_ONLY: "missed", ev.BOTH: "hit"})
+            legend = ev.map_legend(first.name)
+            self._map("errors", f"errors: {first.name} vs {first.reference}", where, legend)
+        shown = (ev.A_ONLY, ev.B_ONLY, ev.BOTH)
+        swatches = [f"<span style='color:{ev.DISAGREEMENT_COLOURS[k]}'>■</span> {legend[k]}" for k in shown]
+        self.legend.value = " &nbsp; ".join(swatches)
         self.status.value = "\n".join(lines)
         self._fill_table()
         ev.plot(self.figure, results)
         self.canvas.draw_idle()
 
-    def _map(self, role: str, name: str, values: np.ndarray) -> None:
+    def _map(self, role: str, name: str, values: np.ndarray, legend: dict[int, str]) -> None:
         """Write a comparison map into its own labels layer (found again by its metadata), over the reference."""
         viewer, geometry = self._state.viewer, self._geometry
         identity = {"image": geometry.name, "role": role}
@@ -232,7 +243,7 @@ class EvaluatePanel(Container):
             if layer is not None:
                 viewer.layers.remove(layer)
             colours = {None: "transparent", 0: "transparent", **ev.DISAGREEMENT_COLOURS}
-            layer = Labels(values, scale=geometry.scale, translate=geometry.translate, opacity=0.6)
+            layer = Labels(values, name=name, scale=geometry.scale, translate=geometry.translate, opacity=0.6)
             layer.colormap = DirectLabelColormap(color_dict=colours)
             layer.metadata[META_KEY] = identity
             active = viewer.layers.selection.active
@@ -242,34 +253,13 @@ class EvaluatePanel(Container):
         else:
             layer.data = values
         layer.name = name
-        layer.features = {"index": [0, *ev.DISAGREEMENT_NAMES], "where": ["neither", *self._meanings(role)]}
-
-    def _meanings(self, role: str) -> list[str]:
-        a = self.results[0].name
-        if role == "errors":
-            return [f"{a} only (false positive)", "reference only (missed)", "both (hit)", "both, another class"]
-        b = self.results[1].name
-        return [f"{a} only", f"{b} only", "both", "both, another class"]
-
-    def _legend(self, names: dict[int, str]) -> None:
-        swatches = [f"<span style='color:{ev.DISAGREEMENT_COLOURS[k]}'>■</span> {text}" for k, text in names.items()]
-        self.legend.value = " &nbsp; ".join(swatches)
+        layer.features = {"index": [0, *legend], "where": ["neither", *legend.values()]}
 
     def _fill_table(self) -> None:
         """Per slice and class (one source), or per slice A vs B ordered by |ΔDice| (two)."""
-        native = self.table.native
+        native = self.table
         native.setSortingEnabled(False)
-        if self.comparison is None:
-            first = self.results[0]
-            columns = list(ev.table_columns(first.unit)[1:])
-            rows = [(row.slice_ref, values[1:]) for row, values in zip(first.rows, ev.table_rows(first), strict=True)]
-        else:
-            c = self.comparison
-            columns = ["slice", f"Dice {c.a.name}", f"Dice {c.b.name}", "|ΔDice|"]
-            rows = [
-                (ref, (c.a.label(ref), round(da, 4), round(db, 4), round(abs(da - db), 4)))
-                for ref, da, db in zip(c.order, c.dice_a, c.dice_b, strict=True)
-            ]
+        columns, rows = (self.comparison or self.results[0]).table()
         native.clear()
         native.setColumnCount(len(columns))
         native.setHorizontalHeaderLabels(columns)
@@ -288,7 +278,7 @@ class EvaluatePanel(Container):
 
     def _go_to_row(self, row: int, _column: int = 0) -> None:
         """Move the viewer to the slice of a table row."""
-        item, layer = self.table.native.item(row, 0), self._geometry
+        item, layer = self.table.item(row, 0), self._geometry
         index = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
         if not index or layer is None or layer not in self._state.viewer.layers:
             return
