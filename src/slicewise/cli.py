@@ -43,55 +43,80 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from slicewise.api import load_model, predict
+    from slicewise.api import load_model
+    from slicewise.core import distributed
+    from slicewise.core.batch import predict_files
     from slicewise.core.metrics import dice_score, overlap_counts
+    from slicewise.core.types import PredictOptions
+    from slicewise.io.images import list_images, read_image
+
+    if args.box and (args.explain or args.target_class):
+        raise SlicewiseError("--box prompts a promptable model, which has no explanations; leave out --explain.")
+    with distributed.run(args.device) as run:  # under torchrun: this rank's share of the inputs
+        model = load_model(
+            args.model, device=run.device, allow_torchscript=args.allow_torchscript, precision=args.precision
+        )
+        if run.rank == 0:
+            print(printable(f"model {model.name} on {model.describe_runtime()}"), file=sys.stderr)
+        out = Path(args.out)
+        paths = run.shard(list_images(args.inputs))
+        if args.box or args.explain:
+            results = [_predict_file(model, path, out, args) for path in paths]
+        else:
+            options = PredictOptions(uncertainty=args.uncertainty)
+            results = [
+                (r.target, r.labels)
+                for r in predict_files(model, paths, out, options=options, batch_size=args.batch_size)
+            ]
+        scores, pooled = [], [0, 0]
+        for path, (target, labels) in zip(paths, results, strict=True):
+            if args.reference:
+                reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
+                k = model.spec.output.num_classes
+                scores.append(dice_score(labels, reference, k))
+                counts = overlap_counts(labels, reference, k)
+                pooled = [pooled[0] + counts[0], pooled[1] + counts[1]]
+                print(f"{target}  dice {scores[-1]:.3f}")
+            else:
+                print(target)
+        total, count, hits, size = run.sum([sum(scores), len(scores), *pooled])
+        if count and run.rank == 0:
+            print(f"{int(count)} images: mean Dice {total / count:.4f}, pooled Dice {2 * hits / size:.4f}")
+    return 0
+
+
+def _predict_file(model: Any, path: Path, out: Path, args: argparse.Namespace) -> tuple[Path, np.ndarray]:
+    """One file slice by slice (box prompts, explanations): its label map and the maps asked for, written."""
+    from slicewise.api import predict
     from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.types import SliceRef
-    from slicewise.io.images import list_images, read_image, write_labels, write_tiff
+    from slicewise.io.images import write_labels, write_tiff
     from slicewise.io.lazy import open_image
 
-    model = load_model(args.model, device=args.device, allow_torchscript=args.allow_torchscript)
-    print(printable(f"model {model.name} on {model.describe_device()}"), file=sys.stderr)
-    out = Path(args.out)
-    scores, pooled = [], [0, 0]
     extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
     if args.box:
-        if args.explain or args.target_class:
-            raise SlicewiseError("--box prompts a promptable model, which has no explanations; leave out --explain.")
         extras = {"uncertainty": args.uncertainty, "box": args.box}
-    for path in list_images(args.inputs):
-        image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
-        rgb = is_rgb(image.shape)
-        ndim = spatial_ndim(image.shape, rgb)
-        if ndim not in (2, 3):
-            raise ImageError(
-                f"Expected a 2D slice or a 3D stack, but {path.name} has shape {image.shape}; "
-                "save one image or one stack per file."
-            )
-        refs = [SliceRef()] if ndim == 2 else [SliceRef((z,)) for z in range(image.shape[0])]
-        # keep only the per-slice maps written below, not each slice's K×H×W probabilities
-        kept = [
-            (p.labels, p.uncertainty, p.explanation)
-            for p in (predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs)
-        ]
-        labels = np.stack([k[0] for k in kept]) if ndim == 3 else kept[0][0]
-        target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
-        for position, extra in ((1, "uncertainty"), (2, "explanation")):
-            if kept[0][position] is not None:
-                maps = np.stack([k[position] for k in kept]) if ndim == 3 else kept[0][position]
-                write_tiff(out / f"{path.stem}_{extra}.tif", maps)
-        if args.reference:
-            reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
-            k = model.spec.output.num_classes
-            scores.append(dice_score(labels, reference, k))
-            counts = overlap_counts(labels, reference, k)
-            pooled = [pooled[0] + counts[0], pooled[1] + counts[1]]
-            print(f"{target}  dice {scores[-1]:.3f}")
-        else:
-            print(target)
-    if scores:
-        print(f"{len(scores)} images: mean Dice {np.mean(scores):.4f}, pooled Dice {2 * pooled[0] / pooled[1]:.4f}")
-    return 0
+    image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
+    rgb = is_rgb(image.shape)
+    ndim = spatial_ndim(image.shape, rgb)
+    if ndim not in (2, 3):
+        raise ImageError(
+            f"Expected a 2D slice or a 3D stack, but {path.name} has shape {image.shape}; "
+            "save one image or one stack per file."
+        )
+    refs = [SliceRef()] if ndim == 2 else [SliceRef((z,)) for z in range(image.shape[0])]
+    # keep only the per-slice maps written below, not each slice's K×H×W probabilities
+    kept = [
+        (p.labels, p.uncertainty, p.explanation)
+        for p in (predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs)
+    ]
+    labels = np.stack([k[0] for k in kept]) if ndim == 3 else kept[0][0]
+    target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
+    for position, extra in ((1, "uncertainty"), (2, "explanation")):
+        if kept[0][position] is not None:
+            maps = np.stack([k[position] for k in kept]) if ndim == 3 else kept[0][position]
+            write_tiff(out / f"{path.stem}_{extra}.tif", maps)
+    return target, labels
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
@@ -223,6 +248,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "prompts": list(adapter.prompt_kinds),
         "format_version": header.format_version,
         "provenance": header.provenance,
+        "precision": _precision_info(header.spec.arch),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -234,12 +260,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     _say(f"  input         {_input_line(header.spec)}")
     if adapter.prompt_kinds:
         _say(f"  prompts       {', '.join(adapter.prompt_kinds)}")
+    chosen = info["precision"]
+    _say(f"  runs as       {chosen['description']} on this {chosen['device']}: {chosen['reason']}")
     for key, value in header.provenance.items():
         _say(f"  {key:<13} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     note = unfinished_note(header.provenance, path.name if isinstance(path, Path) else str(path))
     if note:
         _say(f"  unfinished    {note}")
     return 0
+
+
+def _precision_info(arch: str) -> dict[str, str]:
+    """The precision ``load_model`` would choose for ``arch`` here (docs/speed.md), without loading it."""
+    from slicewise.models.loaded import resolve_device
+    from slicewise.models.precision import choose, cpu_features
+
+    device = resolve_device("auto")
+    chosen = choose(arch, device)
+    where = "GPU" if device.type == "cuda" else f"CPU ({cpu_features().describe()})"
+    return {"name": chosen.name, "description": chosen.describe(), "reason": chosen.reason, "device": where}
 
 
 def _cmd_teach(args: argparse.Namespace) -> int:
@@ -283,6 +322,18 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", help="class names, background first, comma-separated (when the file has none)")
     p.add_argument("--channels", type=int, help="input channels (when the file does not fix them)")
     p.add_argument("--normalization", choices=NORMALIZATIONS, help="input normalisation (overrides the file's)")
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    from slicewise.models.precision import ENV_VAR, PRECISIONS
+
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help=f"auto: what was measured fastest with unchanged masks on this CPU (docs/speed.md); fp32 forces float32 "
+        f"(also {ENV_VAR}=fp32)",
+    )
 
 
 def _add_torchscript_option(p: argparse.ArgumentParser) -> None:
@@ -349,6 +400,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         target_class=None,
         box=None,
         allow_torchscript=False,
+        batch_size=8,
+        precision="auto",
     )
     return _cmd_predict(predict_args)
 
@@ -386,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X0,Y0,X1,Y1",
         help="a box prompt in pixels (x = column) for a promptable model such as lite_medsam, on every slice",
     )
+    p.add_argument("--batch-size", type=int, default=8, help="slices of equal size predicted together (default 8)")
+    _add_precision_option(p)
     _add_torchscript_option(p)
     p.set_defaults(run=_cmd_predict)
 

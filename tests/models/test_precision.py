@@ -34,15 +34,17 @@ def test_choice_follows_the_measured_table(monkeypatch):
     monkeypatch.delenv(precision.ENV_VAR, raising=False)
     avx2 = precision.CpuFeatures("AVX2", frozenset({"avx2"}))
     monkeypatch.setattr(precision, "cpu_features", lambda: avx2)
-    assert precision.choose("unet", torch.device("cpu")).name == "fp32"
+    assert precision.choose("segformer", torch.device("cpu")).name == "fp32"
     assert precision.choose("lite_medsam", torch.device("cpu")).name == "onnx"
-    assert precision.choose("unet", torch.device("cpu"), "onnx").name == "fp32"  # offered for lite_medsam only
+    assert precision.choose("unet", torch.device("cpu")).name == "onnx"
+    assert precision.choose("segformer", torch.device("cpu"), "onnx").name == "fp32"  # not offered for it
     assert precision.choose("unet", torch.device("cuda")).name == "fp16"
+    assert precision.choose("unet", torch.device("cpu"), "fp32").name == "fp32"
     amx = precision.CpuFeatures("AVX512", frozenset({"amx_bf16", "avx512_bf16"}))
     monkeypatch.setattr(precision, "cpu_features", lambda: amx)
     monkeypatch.setitem(precision.BF16_CHOICES, "segformer", "bf16")
     assert precision.choose("segformer", torch.device("cpu")).name == "bf16"
-    assert precision.choose("unet", torch.device("cpu")).name == "fp32"
+    assert precision.choose("timm_unet", torch.device("cpu")).name == "fp32"
 
 
 def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
@@ -78,3 +80,15 @@ def test_lite_medsam_box_masks_are_the_same_in_onnx_runtime(lite_medsam, kvasir_
         a, b = predict_prompts(onnx, image, prompt), predict_prompts(fp32, image, prompt)
         assert (a.labels != b.labels).sum() <= 0.0005 * a.labels.size
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=2e-3)
+
+
+def test_the_unet_runs_in_onnx_runtime_with_the_same_masks(default_model, kvasir_test):
+    if default_model.precision.name != "onnx":
+        pytest.skip(f"polyp_unet runs {default_model.precision.name} here ({default_model.precision.reason})")
+    fp32 = slicewise.load_model("polyp_unet", device="cpu", precision="fp32")
+    changed = 0
+    for _, image, _ in kvasir_test:
+        a, b = slicewise.predict(default_model, image), slicewise.predict(fp32, image)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+        changed += int((a.labels != b.labels).sum())
+    assert changed <= 20  # a handful of pixels at a probability of 0.5, if any

@@ -116,7 +116,7 @@ def set_precision(model: LoadedModel | Ensemble, precision: str | None = "auto")
     for member in model.members if isinstance(model, Ensemble) else [model]:
         chosen = choose(member.spec.arch, member.device, precision)
         try:
-            member.runtime = runtime_module(member.spec.arch, member.module, chosen)
+            member.runtime = runtime_module(member.spec.arch, member.module, chosen, member.spec.input.channels)
         except (RuntimeError, OSError, ImportError) as error:  # an export or runtime that fails here: stay float32
             chosen, member.runtime = Precision("fp32", f"{chosen.name} failed ({type(error).__name__})"), None
         member.precision = chosen

@@ -5,9 +5,10 @@ and it must not cost accuracy; so the choice is a table of what was *measured*
 (``benchmarks/precision.py``, ``docs/speed.md``) per model family and CPU class, not a guess:
 
 - ``fp32``: PyTorch in float32 (convolutional nets channels-last, as their adapters ask).
-- ``onnx``: the expensive part (LiteMedSAM's TinyViT image encoder) runs in ONNX Runtime in
-  float32 — the same arithmetic, fused (batch-norm folded, GELU and attention kernels), about
-  0.6× PyTorch's time on an AVX2 CPU. The exported graph is cached per weights and torch version.
+- ``onnx``: the network (a MONAI U-Net) or its expensive part (LiteMedSAM's TinyViT image
+  encoder) runs in ONNX Runtime in float32 — the same arithmetic, fused (batch-norm folded,
+  GELU and attention kernels): about 0.6× PyTorch's time on an AVX2 CPU, with the same Dice.
+  The exported graph is cached per weights and torch version.
 - ``bf16``: ``torch.autocast`` to bfloat16 — only on CPUs with AMX or AVX-512-BF16 and only for
   families measured faster *and* within 0.005 Dice there; on AVX2-only CPUs bfloat16 is emulated
   and 15× slower (measured), so it is never chosen there.
@@ -112,7 +113,8 @@ FP32 = Precision("fp32", "the default")
 # AVX2-only CPUs (measured: AMD EPYC, Zen 3): ONNX Runtime runs TinyViT at ~0.6× PyTorch with the same
 # masks; for the U-Net, SegFormer and EfficientNet-Lite nothing beat PyTorch fp32 channels-last by enough.
 CPU_CHOICES: dict[str, str] = {
-    "lite_medsam": "onnx",
+    "lite_medsam": "onnx",  # the TinyViT image encoder; prompt encoder and mask decoder stay in PyTorch
+    "unet": "onnx",  # the whole MONAI U-Net (any slice size)
 }
 # Chosen only on CPUs with AMX/AVX-512-BF16 (not measured here: no such CPU was available; see docs/speed.md).
 BF16_CHOICES: dict[str, str] = {}
@@ -143,8 +145,9 @@ def choose(arch: str, device: torch.device, precision: str | None = "auto") -> P
     if requested == "bf16":
         return Precision("bf16", "asked for" + ("" if features.bf16 else " (this CPU emulates bfloat16: slow)"))
     if requested == "onnx":
-        if arch not in CPU_CHOICES or CPU_CHOICES[arch] != "onnx":
-            return Precision("fp32", f"ONNX Runtime is offered for lite_medsam only, not {arch}")
+        if CPU_CHOICES.get(arch) != "onnx":
+            offered = ", ".join(name for name, choice in CPU_CHOICES.items() if choice == "onnx")
+            return Precision("fp32", f"ONNX Runtime is offered for {offered} only, not {arch}")
         return Precision("onnx", "asked for")
     if features.bf16 and arch in BF16_CHOICES:
         return Precision("bf16", f"measured faster on {features.describe()}")
@@ -232,13 +235,16 @@ def onnx_twin(
     return OnnxTwin(path, threads)
 
 
-def runtime_module(arch: str, module: nn.Module, precision: Precision) -> nn.Module | None:
-    """The network inference runs, when it differs from ``module``: for ``onnx``, a shallow copy of a
-    LiteMedSAM whose image encoder is an ``OnnxTwin`` (prompt encoder and decoder stay in PyTorch)."""
+def runtime_module(arch: str, module: nn.Module, precision: Precision, channels: int = 3) -> nn.Module | None:
+    """The network inference runs, when it differs from ``module``: for ``onnx``, an ``OnnxTwin`` of a U-Net
+    (any size), or a shallow copy of a LiteMedSAM whose image encoder is one (its prompt encoder and
+    mask decoder stay in PyTorch)."""
     if precision.name != "onnx":
         return None
+    if arch == "unet":
+        return onnx_twin(module, (1, channels, 64, 64), any_size=True)
     if arch != "lite_medsam":
-        raise OptionError(f"ONNX Runtime is offered for lite_medsam only, not {arch}; use precision='fp32'.")
+        raise OptionError(f"ONNX Runtime is offered for lite_medsam and unet only, not {arch}; use precision='fp32'.")
     import copy
 
     twin = copy.copy(module)  # shares every submodule and weight with ``module``
