@@ -24,6 +24,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QSizePolicy
 
 from slicewise._qt.layers import META_KEY, Rejection, add_quietly, is_output, legend, spatial_shape
 from slicewise._qt.layers import reject as reject_proposal
@@ -65,6 +66,8 @@ class EditPanel(Container):
         self.undo_reject_button = PushButton(text="Undo reject", enabled=False)
         self.legend = Label(value="", tooltip="each proposal's model and class colours; the one Accept takes first")
         self.legend.native.setWordWrap(True)
+        self.legend.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.legend.native.setMinimumWidth(280)  # names of classes are long: give them the panel's width
         self.accept_class_button = PushButton(text="Accept class")
         self.accepted_class = SpinBox(value=1, min=1, max=255, tooltip="the proposal's class to accept")
         self.accept_object_button = PushButton(
@@ -80,7 +83,7 @@ class EditPanel(Container):
             [
                 self.target,
                 self.new_button,
-                row(self.legend),  # the whole width: no label column
+                self.legend,
                 row(self.accept_button, self.merge_button, self.reject_button, self.undo_reject_button),
                 row(self.accept_class_button, self.accepted_class),
                 self.accept_object_button,
