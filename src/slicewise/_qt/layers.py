@@ -132,7 +132,7 @@ def show_prediction(
     if prediction.slice_ref.index:
         info["slices"] = sorted({*info["slices"], prediction.slice_ref.index[0]})
     _name_labels(labels)
-    labels.refresh()
+    labels.refresh(extent=False)  # the data changed in place; its shape (the extent) did not
 
     maps = []
     if probabilities:
@@ -168,7 +168,7 @@ def show_prediction(
             low, high = (float(v) for v in np.percentile(values, (1.0, 99.5)))
             layer.contrast_limits = (low, high) if high > low else (0.0, 1.0)
             layer.visible = True
-        layer.refresh()
+        layer.refresh(extent=False)  # napari skips a hidden layer's refresh (it refreshes when shown)
     return labels
 
 

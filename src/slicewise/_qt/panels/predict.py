@@ -95,12 +95,17 @@ class PredictPanel(Container):
         if request is None:
             return
         loading = model_key(request) not in self._state.models
+        # a quick prediction (cached model, no explanation, no sampled uncertainty) gets no progress bar:
+        # a bar is a widget made and closed in the GUI thread, per slice while following the slice
+        quick = not loading and explain_method is None and request.uncertainty in (None, "entropy")
         job = Job(
             work=predict_job,
             args=(request, self._state.models),
             on_result=lambda prediction: self._show(request, prediction),
             on_failure=lambda _failure: self._state.forget_model(request.model),
-            description=f"slicewise {request.slice_ref.describe()}" + (" (loading the model)" if loading else ""),
+            description=None
+            if quick
+            else f"slicewise {request.slice_ref.describe()}" + (" (loading the model)" if loading else ""),
         )
         self._runner.submit(LANE, job)
 
