@@ -45,7 +45,9 @@ class Run:
 
 
 def _launched() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by torchrun (even as one process, so one GPU still forms an NCCL group), or by another
+    launcher that sets WORLD_SIZE > 1 and the rendezvous variables."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @contextmanager

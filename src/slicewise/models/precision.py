@@ -89,12 +89,12 @@ class Precision:
     reason: str = ""
 
     def describe(self) -> str:
-        """For the widget's "runs on" line and ``slicewise inspect``, e.g. ``"ONNX Runtime fp32 encoder"``."""
+        """For the widget's "runs on" line and ``slicewise inspect``, e.g. ``"float32 in ONNX Runtime"``."""
         return {
             "fp32": "float32",
             "bf16": "bfloat16 autocast",
             "fp16": "float16 autocast (mixed precision)",
-            "onnx": "float32, encoder in ONNX Runtime",
+            "onnx": "float32 in ONNX Runtime",
         }.get(self.name, self.name)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
