@@ -124,5 +124,6 @@ def test_the_viewed_slice_and_bad_input_are_one_sentence(make_napari_viewer, qtb
     panel.evaluate_button.native.click()
     qtbot.waitUntil(lambda: not runner.running(), timeout=TIMEOUT_MS)
     assert "has shape (3, 16, 16)" in notifications[-1] and "\n" not in notifications[-1]
+    assert panel.status.value == notifications[-1]  # the status does not go on saying "evaluating…"
     runner.close()
     state.close()

@@ -637,7 +637,7 @@ def plot(figure: Any, evaluations: Sequence[Evaluation]) -> None:
             list(xs), [evaluation.per_slice[ref]["dice"] for ref in refs], "o-", ms=3, lw=1, label=evaluation.name
         )
     along.set(xlabel="slice", ylabel="Dice", ylim=(-0.02, 1.02), title=f"per slice, against {evaluations[0].reference}")
-    along.legend(fontsize="small", loc="lower left")
+    along.legend(fontsize="small", loc="best")
     boxes.boxplot([list(e.dice().values()) for e in evaluations], showmeans=True)
     boxes.set_xticks(range(1, len(evaluations) + 1), [_short(e.name) for e in evaluations], fontsize="small")
     boxes.set(ylim=(-0.02, 1.02), title="Dice per model")
@@ -645,7 +645,8 @@ def plot(figure: Any, evaluations: Sequence[Evaluation]) -> None:
         axes.title.set_fontsize("small")
         axes.tick_params(labelsize="small")
         axes.grid(alpha=0.3)
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
+        figure.tight_layout()
 
 
 def _short(name: str, limit: int = 14) -> str:

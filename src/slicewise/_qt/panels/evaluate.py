@@ -24,7 +24,7 @@ from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QFileDialog, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from slicewise._qt.jobs import PERSON_ERRORS, Failure, cached_model, failure
 from slicewise._qt.layers import META_KEY
@@ -112,6 +112,7 @@ class EvaluatePanel(Container):
         self.cancel_button = PushButton(text="Cancel")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.legend = Label(value="")
         self.table = QTableWidget()  # Qt's own: numbers sort as numbers and show their decimals
         self.table.setSortingEnabled(True)
@@ -119,16 +120,16 @@ class EvaluatePanel(Container):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(220)
-        self.figure = Figure(figsize=(5, 2.3), dpi=90)
+        self.figure = Figure(figsize=(5, 2.3), dpi=90, layout="constrained")  # fits the dock as it resizes
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(190)
         self.csv_button = PushButton(text="Export CSV…")
         self.png_button = PushButton(text="Export plot PNG…")
         choices = Container(widgets=[self.reference, self.source_a, self.source_b, self.scope])
         self.extend([choices, row(self.evaluate_button, self.cancel_button), self.status, self.legend])
-        self.native.layout().addWidget(self.table)
-        self.native.layout().addWidget(self.canvas)
-        self.append(row(self.csv_button, self.png_button))
+        self.exports = row(self.csv_button, self.png_button)
+        for widget in (self.table, self.canvas, self.exports.native):  # Qt widgets after magicgui's, in order
+            self.native.layout().addWidget(widget)
         self.results: list[ev.Evaluation] = []
         self.comparison: ev.Comparison | None = None
         self._geometry: Labels | None = None
@@ -157,7 +158,8 @@ class EvaluatePanel(Container):
         return [(layer.name, layer) for layer in self._label_layers()]
 
     def _sources(self, _widget: Any = None) -> list[Any]:
-        models = [(f"model: {name}", name) for name in [*model_names(), *self._state.opened_models]]
+        names = [*model_names(), *self._state.opened_models]
+        models = [(f"model: {Path(name).name if Path(name).suffix else name}", name) for name in names]
         return [*models, *((f"layer: {layer.name}", layer) for layer in self._label_layers())]
 
     def _default_reference(self) -> Labels | None:
@@ -207,7 +209,12 @@ class EvaluatePanel(Container):
         )
         self._geometry = reference
         self.status.value = f"evaluating {' and '.join(name for name, _ in sources)}…"
-        job = Job(work=evaluate_job, args=(request, self._state.models), on_result=self._show)
+        job = Job(
+            work=evaluate_job,
+            args=(request, self._state.models),
+            on_result=self._show,
+            on_failure=lambda failure: setattr(self.status, "value", failure.message),
+        )
         self._runner.submit(LANE, job)
 
     def _show(self, results: list[ev.Evaluation]) -> None:
