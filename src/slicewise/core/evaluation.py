@@ -107,11 +107,17 @@ class Evaluation:
         """One line: pooled overlap, mean distances, in the table's units."""
         pooled, mean = self.pooled, self.mean
         return (
-            f"{self.name}: {len(self.per_slice)} slices against {self.reference}; pooled Dice {pooled['dice']:.4f}, "
-            f"IoU {pooled['iou']:.4f}, precision {pooled['precision']:.4f}, recall {pooled['recall']:.4f}; "
+            f"{self.name}: {len(self.per_slice)} {self._items()} against {self.reference}; "
+            f"pooled Dice {pooled['dice']:.4f}, IoU {pooled['iou']:.4f}, "
+            f"precision {pooled['precision']:.4f}, recall {pooled['recall']:.4f}; "
             f"mean Dice {mean['dice']:.4f}, HD95 {mean['hd95']:.2f} {self.unit}, "
             f"NSD {mean['nsd']:.4f} (within {self.tolerance:g} {self.unit})"
         )
+
+    def _items(self) -> str:
+        """What the rows are: images (a merged folder of 2D files) or slices."""
+        files = self.slice_names and all(":" not in name for name in self.slice_names.values())
+        return "images" if files else "slices"
 
     def summary(self) -> dict[str, Any]:
         """The headline figures as JSON values (what ``slicewise evaluate --json`` prints)."""
