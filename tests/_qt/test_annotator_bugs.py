@@ -451,3 +451,19 @@ def test_threads_follow_the_free_cores(monkeypatch):
         assert state.use_threads(0) == 4 and runs_on(torch.device("cpu")) == "CPU, 4 threads"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_model_that_fails_to_load_leaves_the_list(make_napari_viewer, qtbot, tmp_path, notifications):
+    from slicewise.models.checkpoint import save_checkpoint
+    from slicewise.models.registry import build_model, make_spec
+
+    spec = make_spec("unet", class_names=("background", "a"), in_channels=1, channels=[4, 8, 16], strides=[2, 2])
+    other = make_spec("unet", class_names=("background", "a"), in_channels=1, channels=[8, 16, 32], strides=[2, 2])
+    path = save_checkpoint(tmp_path / "mismatched.safetensors", build_model(other).state_dict(), spec, {})
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, viewer.add_image(np.zeros((32, 32), np.float32), name="img"))
+    widget.source.checkpoint.value = path  # its header reads fine: it is opened
+    assert widget.state.model == str(path)
+    widget.predict.predict_button.native.click()
+    qtbot.waitUntil(lambda: bool(notifications) and not widget.runner.running(), timeout=TIMEOUT_MS)
+    assert str(path) not in widget.source.model.choices and widget.state.model == "polyp_unet"

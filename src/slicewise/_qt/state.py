@@ -106,9 +106,9 @@ class DockState:
     def forget_model(self, model: str) -> None:
         """An opened model that failed to load leaves the model list (and the choice) again."""
         if model in self.opened_models and not any(key[0] == model for key in self.models):
-            self.opened_models = tuple(path for path in self.opened_models if path != model)
-            if self.model == model:
+            if self.model == model:  # first: the model list's refresh would otherwise pick its first entry
                 self.model = DEFAULT_MODEL
+            self.opened_models = tuple(path for path in self.opened_models if path != model)
 
     def model_classes(self) -> tuple[str, ...]:
         """The class names given, if the chosen model is one opened here (bundled models keep one cache entry)."""
