@@ -147,3 +147,27 @@ def save_model(model: LoadedModel, path: str | os.PathLike) -> Path:
     from slicewise.models.checkpoint import save_checkpoint
 
     return save_checkpoint(path, model.module.state_dict(), model.spec, model.provenance)
+
+
+def runs_as(name_or_path: ModelSource | None, device: str | torch.device = "auto") -> str:
+    """In words, the precision ``load_model`` chooses for a model on ``device`` here (``"float32 in ONNX
+    Runtime"``), read from its checkpoint header without loading it; ``"float32"`` when that cannot be told."""
+    from slicewise.errors import SlicewiseError
+    from slicewise.models.checkpoint import read_header
+    from slicewise.models.loaded import resolve_device
+    from slicewise.models.precision import choose
+    from slicewise.models.sources import packaged_header, resolve
+
+    if isinstance(name_or_path, LoadedModel | Ensemble):
+        member = name_or_path.members[0] if isinstance(name_or_path, Ensemble) else name_or_path
+        return member.precision.describe()
+    if name_or_path is None:
+        return "float32"
+    try:
+        source = resolve(name_or_path)
+        if source.kind == "foreign":
+            return "float32"
+        header = packaged_header(source.name) if source.kind == "packaged" else read_header(source.path)
+        return choose(header.spec.arch, resolve_device(device)).describe()
+    except (SlicewiseError, OSError, TypeError, ValueError):
+        return "float32"

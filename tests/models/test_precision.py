@@ -92,3 +92,14 @@ def test_the_unet_runs_in_onnx_runtime_with_the_same_masks(default_model, kvasir
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
         changed += int((a.labels != b.labels).sum())
     assert changed <= 20  # a handful of pixels at a probability of 0.5, if any
+
+
+def test_runs_as_tells_the_choice_without_loading(monkeypatch):
+    from slicewise.api import runs_as
+
+    monkeypatch.setenv(precision.ENV_VAR, "fp32")
+    assert runs_as("polyp_unet", "cpu") == "float32"
+    monkeypatch.delenv(precision.ENV_VAR)
+    expected = precision.choose("lite_medsam", torch.device("cpu")).describe()
+    assert runs_as("lite_medsam", "cpu") == expected
+    assert runs_as("no_such_model") == runs_as(None) == "float32"
