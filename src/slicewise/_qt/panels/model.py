@@ -15,6 +15,7 @@ from slicewise._qt.layers import is_output
 from slicewise._qt.panels import show_choice
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState, free_cores, use_threads
+from slicewise.api import runs_as
 from slicewise.errors import SlicewiseError
 from slicewise.models.checkpoint import read_header
 from slicewise.models.loaded import describe_device, resolve_device
@@ -60,6 +61,7 @@ class ModelPanel(Container):
 
         self.image.changed.connect(lambda layer: setattr(state, "image", layer))
         self.model.changed.connect(lambda name: setattr(state, "model", None if name is None else str(name)))
+        self.model.changed.connect(lambda _: self._show_device(self.device.value))  # its precision here
         self.device.changed.connect(self._choose_device)
         self.classes.changed.connect(self._name_classes)
         self.checkpoint.changed.connect(self._open)
@@ -143,7 +145,7 @@ class ModelPanel(Container):
 
     def _show_device(self, choice: str) -> None:
         try:
-            self.device_info.value = runs_on(resolve_device(choice))
+            self.device_info.value = f"{runs_on(resolve_device(choice))}, {runs_as(self._state.model, choice)}"
         except SlicewiseError as error:
             self.device_info.value = "unavailable"
             show_error(str(error))
