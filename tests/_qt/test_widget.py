@@ -43,7 +43,7 @@ def test_predict_writes_its_own_layers_and_never_a_users(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 1 and not widget.runner.running(), timeout=TIMEOUT_MS)
 
     labels = outputs(viewer)[0]
-    assert labels.name == "polyp_unet labels"
+    assert labels.name == f"{slicewise.DEFAULT_MODEL} labels"
     assert dice_score(np.asarray(labels.data), mask) > 0.75
     probability = outputs(viewer, "probability:polyp")[0]
     assert probability.data.dtype == np.float32 and probability.data.shape == mask.shape
@@ -66,7 +66,7 @@ def test_follow_the_slice_predicts_each_viewed_slice_of_a_uint16_stack(make_napa
         lambda: "slice 2" in widget.predict.status.value and not widget.runner.running(),
         timeout=TIMEOUT_MS,
     )
-    assert outputs(viewer)[0].name == "polyp_unet labels (slices 0, 2)"
+    assert outputs(viewer)[0].name == f"{slicewise.DEFAULT_MODEL} labels (slices 0, 2)"
     labels = outputs(viewer)[0]
     assert labels.data.shape == stack.shape[:3]
     assert tuple(labels.scale) == (2.5, 1, 1)
@@ -185,7 +185,7 @@ def test_uncertainty_lands_as_its_own_hidden_layer(make_napari_viewer, qtbot, kv
     widget.predict.predict_button.native.click()
     qtbot.waitUntil(lambda: bool(outputs(viewer, "uncertainty")) and not widget.runner.running(), timeout=TIMEOUT_MS)
     layer = outputs(viewer, "uncertainty")[0]
-    assert layer.name == "polyp_unet uncertainty" and not layer.visible
+    assert layer.name == f"{slicewise.DEFAULT_MODEL} uncertainty" and not layer.visible
     assert layer.data.dtype == np.float32 and layer.data.min() >= 0.0 and layer.data.max() <= 1.0 and layer.data.any()
     assert "uncertainty" in widget.predict.status.value
 
@@ -219,7 +219,7 @@ def test_explanation_lands_as_its_own_layer_and_cancel_stops_a_job(make_napari_v
         lambda: bool(outputs(viewer, "explanation:gradcam")) and not widget.runner.running(), timeout=TIMEOUT_MS
     )
     layer = outputs(viewer, "explanation:gradcam")[0]
-    assert layer.name == "polyp_unet gradcam of polyp" and layer.visible
+    assert layer.name == f"{slicewise.DEFAULT_MODEL} gradcam of polyp" and layer.visible
     assert layer.data.shape == kvasir_test[0][2].shape and layer.data.min() >= 0.0 and layer.data.max() <= 1.0
     before = layer.data.copy()
 
