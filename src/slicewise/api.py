@@ -18,7 +18,8 @@ from slicewise.models.loaded import Ensemble, LoadedModel, set_precision
 from slicewise.models.precision import requested_precision
 from slicewise.models.sources import load
 
-DEFAULT_MODEL = "polyp_unet"
+# the ImageNet EfficientNet-Lite0 U-Net: as fast as polyp_unet at a slice, better on other hospitals (README)
+DEFAULT_MODEL = "polyp_lite0"
 
 
 ModelSource = str | os.PathLike | LoadedModel | Ensemble

