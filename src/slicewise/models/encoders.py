@@ -157,9 +157,7 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor], stage_depths: list[int]) -
             continue
         layer, _, leaf = key.partition(".")
         if layer not in top:
-            raise PretrainedWeightsError(
-                f"Unexpected EfficientNet tensor {key!r}; the file is not EfficientNet-Lite."
-            )
+            raise PretrainedWeightsError(f"Unexpected EfficientNet tensor {key!r}; the file is not EfficientNet-Lite.")
         renamed[f"{top[layer]}.{leaf}"] = value
     return renamed
 
