@@ -41,6 +41,7 @@ def test_model_panel_and_state_follow_each_other(make_napari_viewer, tiny_checkp
     image = viewer.add_image(np.zeros((16, 16), np.float32), name="scan")
     panel, state, _ = alone(viewer, ModelPanel)
     assert state.image is image and panel.model.value == slicewise.DEFAULT_MODEL == state.model
+    assert panel.use.value.startswith("fast: follows the slice")  # the header's line on when to choose it
     panel.checkpoint.value = tiny_checkpoint
     assert state.model == str(tiny_checkpoint) and state.opened_models == (str(tiny_checkpoint),)
     state.model = slicewise.DEFAULT_MODEL

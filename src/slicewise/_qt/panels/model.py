@@ -19,7 +19,7 @@ from slicewise.api import runs_as
 from slicewise.errors import SlicewiseError
 from slicewise.models.checkpoint import read_header
 from slicewise.models.loaded import describe_device, resolve_device
-from slicewise.models.sources import model_names, resolve
+from slicewise.models.sources import bundled_models, model_names, resolve
 
 # slicewise checkpoints and the foreign model files slicewise imports (folders: "model folder")
 CHECKPOINT_FILTER = "*.safetensors *.onnx *.pt *.pth *.ts"
@@ -53,7 +53,8 @@ class ModelPanel(Container):
             tooltip="0: the cores free when the dock opened or this was set (other programs' load counted)",
         )
         self.device_info = Label(label="runs on", value="")
-        self.extend([self.image, self.model, self.checkpoint, self.model_folder, self.classes, self.device])
+        self.use = Label(label="use", value=model_use(state.model))  # fast or accurate, from the model's header
+        self.extend([self.image, self.model, self.use, self.checkpoint, self.model_folder, self.classes, self.device])
         self.extend([self.threads, self.device_info])
         use_threads(0)
         self._show_device(self.device.value)
@@ -62,6 +63,7 @@ class ModelPanel(Container):
         self.image.changed.connect(lambda layer: setattr(state, "image", layer))
         self.model.changed.connect(lambda name: setattr(state, "model", None if name is None else str(name)))
         self.model.changed.connect(lambda _: self._show_device(self.device.value))  # its precision here
+        self.model.changed.connect(lambda name: setattr(self.use, "value", model_use(name)))
         self.device.changed.connect(self._choose_device)
         self.classes.changed.connect(self._name_classes)
         self.checkpoint.changed.connect(self._open)
@@ -149,6 +151,14 @@ class ModelPanel(Container):
         except SlicewiseError as error:
             self.device_info.value = "unavailable"
             show_error(str(error))
+
+
+def model_use(name: str | None) -> str:
+    """A bundled model's line on when to choose it (its header's ``use``), or nothing."""
+    bundled = bundled_models()
+    if name not in bundled:
+        return ""
+    return str(read_header(bundled[name]).provenance.get("use", "")).split(" (")[0]
 
 
 def os_cores() -> int:
