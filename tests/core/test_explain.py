@@ -44,20 +44,20 @@ def _random_twin(model: LoadedModel, seed: int = 0) -> LoadedModel:
 
 
 @pytest.mark.parametrize("method", EXPLAIN_METHODS)
-def test_each_method_maps_the_padded_batch_into_the_unit_range(default_model, kvasir_test, method):
+def test_each_method_maps_the_padded_batch_into_the_unit_range(native_size_model, kvasir_test, method):
     _, image, _ = kvasir_test[0]
-    batch, labels = _prepared(default_model, image)
-    cam = attribution(method, default_model, batch, labels, POLYP)
+    batch, labels = _prepared(native_size_model, image)
+    cam = attribution(method, native_size_model, batch, labels, POLYP)
     assert cam.shape == batch.shape[-2:] and cam.dtype == torch.float32
     assert torch.isfinite(cam).all()
     assert float(cam.min()) == 0.0 and float(cam.max()) == pytest.approx(1.0)
 
 
-def test_trained_gradcam_concentrates_on_the_polyp_more_than_random_weights(default_model, kvasir_test):
-    random_model = _random_twin(default_model)
+def test_trained_gradcam_concentrates_on_the_polyp_more_than_random_weights(native_size_model, kvasir_test):
+    random_model = _random_twin(native_size_model)
     trained, untrained = [], []
     for _, image, mask in kvasir_test:
-        for model, masses in ((default_model, trained), (random_model, untrained)):
+        for model, masses in ((native_size_model, trained), (random_model, untrained)):
             batch, labels = _prepared(model, image)
             masses.append(_mass_inside(attribution("gradcam", model, batch, labels, POLYP), mask))
     area = np.mean([mask.mean() for _, _, mask in kvasir_test])
@@ -78,30 +78,32 @@ def _deletion_scores(model: LoadedModel, batch: torch.Tensor, labels: torch.Tens
 
 
 @pytest.mark.parametrize("method", EXPLAIN_METHODS)
-def test_deleting_the_most_attributed_pixels_hurts_the_polyp_more_than_random_ones(default_model, kvasir_test, method):
+def test_deleting_the_most_attributed_pixels_hurts_the_polyp_more_than_random_ones(
+    native_size_model, kvasir_test, method
+):
     generator = torch.Generator().manual_seed(0)
     for _, image, _ in kvasir_test[:2]:
-        batch, labels = _prepared(default_model, image)
+        batch, labels = _prepared(native_size_model, image)
         assert (labels == POLYP).any()
-        cam = attribution(method, default_model, batch, labels, POLYP)
+        cam = attribution(method, native_size_model, batch, labels, POLYP)
         by_attribution = torch.argsort(cam.flatten(), descending=True)
         at_random = torch.randperm(cam.numel(), generator=generator)
-        attributed = _deletion_scores(default_model, batch, labels, by_attribution)
-        shuffled = _deletion_scores(default_model, batch, labels, at_random)
+        attributed = _deletion_scores(native_size_model, batch, labels, by_attribution)
+        shuffled = _deletion_scores(native_size_model, batch, labels, at_random)
         assert attributed < 0.8 * shuffled, (method, attributed, shuffled)
 
 
-def test_unknown_method_class_or_layer_is_one_sentence(default_model, kvasir_test):
-    batch, labels = _prepared(default_model, kvasir_test[0][1])
-    no_layer = type(default_model.adapter)()
+def test_unknown_method_class_or_layer_is_one_sentence(native_size_model, kvasir_test):
+    batch, labels = _prepared(native_size_model, kvasir_test[0][1])
+    no_layer = type(native_size_model.adapter)()
     no_layer.cam_layer = lambda spec: None
-    renamed = type(default_model.adapter)()
+    renamed = type(native_size_model.adapter)()
     renamed.cam_layer = lambda spec: "no.such.layer"
     cases = [
-        ("lime", default_model, POLYP, "Unknown explanation method 'lime'; choose one of: gradcam"),
-        ("gradcam", default_model, 2, "pick a foreground class from 1 to 1"),
-        ("gradcam", dataclasses.replace(default_model, adapter=no_layer), POLYP, "declares no layer for Grad-CAM"),
-        ("gradcam", dataclasses.replace(default_model, adapter=renamed), POLYP, "has no layer 'no.such.layer'"),
+        ("lime", native_size_model, POLYP, "Unknown explanation method 'lime'; choose one of: gradcam"),
+        ("gradcam", native_size_model, 2, "pick a foreground class from 1 to 1"),
+        ("gradcam", dataclasses.replace(native_size_model, adapter=no_layer), POLYP, "declares no layer for Grad-CAM"),
+        ("gradcam", dataclasses.replace(native_size_model, adapter=renamed), POLYP, "has no layer 'no.such.layer'"),
     ]
     for method, model, target_class, expected in cases:
         with pytest.raises(SlicewiseError, match=expected) as raised:
@@ -130,11 +132,11 @@ def test_the_model_is_left_as_it_was():
 
 
 @pytest.mark.parametrize("method", EXPLAIN_METHODS)
-def test_each_batch_is_reported_and_a_raising_callback_stops_between_two(default_model, kvasir_test, method):
-    batch, labels = _prepared(default_model, kvasir_test[0][1][:96, :128])
+def test_each_batch_is_reported_and_a_raising_callback_stops_between_two(native_size_model, kvasir_test, method):
+    batch, labels = _prepared(native_size_model, kvasir_test[0][1][:96, :128])
     seen = []
     with reporting(seen.append):
-        attribution(method, default_model, batch, labels, POLYP)
+        attribution(method, native_size_model, batch, labels, POLYP)
     assert [p.step for p in seen] == list(range(batches(method, *batch.shape[-2:])))
     assert all(p.total == len(seen) and method in p.stage for p in seen)
 
@@ -150,5 +152,5 @@ def test_each_batch_is_reported_and_a_raising_callback_stops_between_two(default
         return
     seen.clear()
     with pytest.raises(Stop), reporting(stop_at_the_second):
-        attribution(method, default_model, batch, labels, POLYP)
+        attribution(method, native_size_model, batch, labels, POLYP)
     assert len(seen) == 2

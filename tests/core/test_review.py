@@ -21,9 +21,9 @@ def run_ranking(model, stack, rgb):
         return stop.value, predictions
 
 
-def test_most_uncertain_slices_are_the_worst_predicted(default_model):
+def test_most_uncertain_slices_are_the_worst_predicted(native_size_model):
     images, masks, _ = sample_stack("kvasir_seg", "test")
-    ranking, predictions = run_ranking(default_model, images, rgb=True)
+    ranking, predictions = run_ranking(native_size_model, images, rgb=True)
     assert len(ranking) == len(images) == len(predictions)
     dice = {ref: dice_score(predictions[ref].labels, masks[ref.index[0]]) for ref, _ in ranking}
     ordered = [dice[ref] for ref, _ in ranking]

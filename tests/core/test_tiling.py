@@ -24,9 +24,21 @@ from slicewise.models.checkpoint import load_checkpoint
 from slicewise.models.loaded import Ensemble, from_state
 
 
+def size_agnostic_fetal_model(**init_kwargs):
+    """The bundled fetal-head U-Net (fully convolutional) with no fixed input size, so large slices
+    reach it whole or in tiles; in fp32 PyTorch, whose forwards the hooks count."""
+    header, state = load_checkpoint(slicewise.bundled_models()["fetal_head_unet"])
+    spec = dataclasses.replace(
+        header.spec,
+        input=dataclasses.replace(header.spec.input, size=None),
+        init_kwargs={**header.spec.init_kwargs, **init_kwargs},
+    )
+    return from_state(spec, state, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def fetal_model():
-    return slicewise.load_model("fetal_head_unet", device="cpu", precision="fp32")  # hooks count PyTorch forwards
+    return size_agnostic_fetal_model()
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +97,7 @@ def test_tiled_prediction_agrees_with_one_forward_and_runs_tile_by_tile(fetal_mo
 
 @pytest.fixture(scope="module")
 def dropout_model():
-    header, state = load_checkpoint(slicewise.bundled_models()["fetal_head_unet"])
-    spec = dataclasses.replace(header.spec, init_kwargs={**header.spec.init_kwargs, "dropout": 0.1})
-    return from_state(spec, state, device="cpu")
+    return size_agnostic_fetal_model(dropout=0.1)
 
 
 @pytest.mark.parametrize(

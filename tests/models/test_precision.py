@@ -60,10 +60,10 @@ def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
 
 
-def test_bf16_autocast_keeps_the_unet_masks(default_model, kvasir_test):
+def test_bf16_autocast_keeps_the_unet_masks(native_size_model, kvasir_test):
     """bfloat16 is never chosen on a CPU without bfloat16 units, but forcing it must still work and agree."""
     image = kvasir_test[0][1][::2, ::2]
-    reference = slicewise.predict(default_model, image).labels
+    reference = slicewise.predict(native_size_model, image).labels  # polyp_unet in fp32
     bf16 = set_precision(slicewise.load_model("polyp_unet", device="cpu"), "bf16")
     assert bf16.precision.name == "bf16" and "bfloat16" in bf16.describe_runtime()
     assert (slicewise.predict(bf16, image).labels != reference).mean() < 0.01
@@ -82,13 +82,13 @@ def test_lite_medsam_box_masks_are_the_same_in_onnx_runtime(lite_medsam, kvasir_
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=2e-3)
 
 
-def test_the_unet_runs_in_onnx_runtime_with_the_same_masks(default_model, kvasir_test):
-    if default_model.precision.name != "onnx":
-        pytest.skip(f"polyp_unet runs {default_model.precision.name} here ({default_model.precision.reason})")
-    fp32 = slicewise.load_model("polyp_unet", device="cpu", precision="fp32")
+def test_the_unet_runs_in_onnx_runtime_with_the_same_masks(native_size_model, kvasir_test):
+    unet = slicewise.load_model("polyp_unet", device="cpu")  # the precision this CPU gets
+    if unet.precision.name != "onnx":
+        pytest.skip(f"polyp_unet runs {unet.precision.name} here ({unet.precision.reason})")
     changed = 0
     for _, image, _ in kvasir_test:
-        a, b = slicewise.predict(default_model, image), slicewise.predict(fp32, image)
+        a, b = slicewise.predict(unet, image), slicewise.predict(native_size_model, image)
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
         changed += int((a.labels != b.labels).sum())
     assert changed <= 20  # a handful of pixels at a probability of 0.5, if any
