@@ -19,11 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from predict_latency import machine, make_stack  # the sibling benchmark's helpers
+from predict_latency import core_step, machine, make_stack  # the sibling benchmark's helpers
 
 import slicewise
-from slicewise.core.slices import put_slice
-from slicewise.core.types import SliceRef
 from slicewise.models.checkpoint import read_header
 from slicewise.models.sources import bundled_models
 
@@ -41,21 +39,6 @@ def basic_unet_forward() -> Callable[[], None]:
     return forward
 
 
-def core_path(model: slicewise.LoadedModel, stack: np.ndarray) -> Callable[[], None]:
-    labels = np.zeros(stack.shape[:3], np.uint8)
-    probabilities = np.zeros((model.spec.output.num_classes, *stack.shape[:3]), np.float32)
-    index = [0]
-
-    def run() -> None:
-        ref = SliceRef((index[0] % len(stack),))
-        index[0] += 1
-        prediction = slicewise.predict(model, stack, slice_ref=ref, rgb=True)
-        put_slice(labels, ref, prediction.labels)
-        put_slice(probabilities, ref, prediction.probabilities)
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -66,7 +49,7 @@ def main() -> None:
     polyp = [name for name in bundled_models() if name.startswith("polyp")]
     runs = {"BasicUNet bare forward (baseline)": basic_unet_forward()}
     for name in polyp:
-        runs[name] = core_path(slicewise.load_model(name, device="cpu"), stack)
+        runs[name] = core_step(slicewise.load_model(name, device="cpu"), stack)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(args.repeats + 2):
         for name, run in runs.items():

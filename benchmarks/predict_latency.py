@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -73,51 +74,77 @@ def time_bare(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> 
     return times
 
 
-def time_core(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> list[float]:
+def core_step(model: slicewise.LoadedModel, stack: np.ndarray, uncertainty: str | None = None) -> Callable[[], None]:
+    """One call = the core path on the next slice: ``slicewise.predict`` (with ``uncertainty``), and
+    labels, probabilities (and the uncertainty map) written into stack-shaped arrays."""
     labels = np.zeros(stack.shape[:3], np.uint8)
     probabilities = np.zeros((model.spec.output.num_classes, *stack.shape[:3]), np.float32)
-    times = []
-    for i in range(repeats + 3):
-        ref = SliceRef((i % len(stack),))
-        started = time.perf_counter()
-        prediction = slicewise.predict(model, stack, slice_ref=ref, rgb=True)
+    uncertainty_map = np.zeros(stack.shape[:3], np.float32)
+    calls = [0]
+
+    def step() -> None:
+        ref = SliceRef((calls[0] % len(stack),))
+        calls[0] += 1
+        prediction = slicewise.predict(model, stack, slice_ref=ref, rgb=True, uncertainty=uncertainty)
         put_slice(labels, ref, prediction.labels)
         put_slice(probabilities, ref, prediction.probabilities)
+        if uncertainty is not None:
+            put_slice(uncertainty_map, ref, prediction.uncertainty)
+
+    return step
+
+
+def time_core(
+    model: slicewise.LoadedModel, stack: np.ndarray, repeats: int, uncertainty: str | None = None
+) -> list[float]:
+    step = core_step(model, stack, uncertainty)
+    times = []
+    for i in range(repeats + 3):
+        started = time.perf_counter()
+        step()
         if i >= 3:
             times.append(time.perf_counter() - started)
     return times
 
 
-def time_viewer(model_name: str, device: str, stack: np.ndarray, repeats: int) -> list[float]:
-    """From ``set_current_step`` until the widget has written the slice into its last layer."""
+def time_viewer(
+    model_name: str, device: str, stack: np.ndarray, repeats: int, *, show: bool = False, threads: int | None = None
+) -> list[float]:
+    """From ``set_current_step`` until the predict panel's status names the new slice (looked at
+    every 2 ms), with "follow the slice" on and the widget's defaults; ``show``: in a shown window
+    with the dock (rendering included)."""
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
     from slicewise._qt.dock import SlicewiseDock
-    from slicewise._qt.layers import META_KEY
 
-    viewer = napari.Viewer(show=False)
+    viewer = napari.Viewer(show=show)
     layer = viewer.add_image(stack, rgb=True, name="bench")
     widget = SlicewiseDock(viewer)
+    if show:
+        viewer.window.add_dock_widget(widget)
+    if threads is not None:
+        widget.source.threads.value = threads
+        torch.set_num_threads(threads)
     widget.state.image, widget.state.model, widget.state.device = layer, model_name, device
     viewer.dims.set_current_step(0, 0)
+    widget.predict.follow.value = True
+    while widget.runner.running() or not widget.predict.status.value:
+        QEventLoop().processEvents()
     times = []
-    for i in range(repeats + 4):
+    for i in range(1, repeats + 4):
+        z = i % len(stack)
         loop = QEventLoop()
-        quit_loop = lambda _event, loop=loop: loop.quit()  # noqa: E731
-        written = [lay for lay in viewer.layers if lay.metadata.get(META_KEY)]  # the last one is written last
-        if written:
-            written[-1].events.name.connect(quit_loop)
+        poll = QTimer()  # a Label has no change signal: look every 2 ms (the wait is idle, not busy)
+        poll.setInterval(2)
+        poll.timeout.connect(lambda loop=loop, z=z: f"slice {z} " in f"{widget.predict.status.value} " and loop.quit())
         started = time.perf_counter()
-        if i == 0:
-            widget.predict.follow.value = True
-        else:
-            viewer.dims.set_current_step(0, i % len(stack))
+        viewer.dims.set_current_step(0, z)
+        poll.start()
         QTimer.singleShot(30_000, loop.quit)
         loop.exec()
         elapsed = time.perf_counter() - started
-        if written:
-            written[-1].events.name.disconnect(quit_loop)
+        poll.stop()
         while widget.runner.running():
             QEventLoop().processEvents()
         if i > 3:

@@ -29,73 +29,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
-import numpy as np
 import torch
-from predict_latency import machine, make_stack, percentiles
+from predict_latency import machine, make_stack, percentiles, time_core, time_viewer
 
 import slicewise
-from slicewise.core.slices import put_slice
-from slicewise.core.types import SliceRef
-
-
-def time_core(model: slicewise.LoadedModel, stack: np.ndarray, repeats: int) -> list[float]:
-    labels = np.zeros(stack.shape[:3], np.uint8)
-    probabilities = np.zeros((model.spec.output.num_classes, *stack.shape[:3]), np.float32)
-    uncertainty = np.zeros(stack.shape[:3], np.float32)
-    times = []
-    for i in range(repeats + 3):
-        ref = SliceRef((i % len(stack),))
-        started = time.perf_counter()
-        prediction = slicewise.predict(model, stack, slice_ref=ref, rgb=True, uncertainty="entropy")
-        put_slice(labels, ref, prediction.labels)
-        put_slice(probabilities, ref, prediction.probabilities)
-        put_slice(uncertainty, ref, prediction.uncertainty)
-        if i >= 3:
-            times.append(time.perf_counter() - started)
-    return times
-
-
-def time_viewer(stack: np.ndarray, repeats: int, threads: int) -> list[float]:
-    """From ``set_current_step`` until the predict panel's status names the new slice (looked at every 2 ms)."""
-    import napari
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    from slicewise._qt.dock import SlicewiseDock
-
-    viewer = napari.Viewer(show=True)
-    layer = viewer.add_image(stack, rgb=True, name="bench")
-    widget = SlicewiseDock(viewer)
-    viewer.window.add_dock_widget(widget)
-    if hasattr(widget.source, "threads"):
-        widget.source.threads.value = threads
-    torch.set_num_threads(threads)
-    widget.state.image, widget.state.model, widget.state.device = layer, slicewise.DEFAULT_MODEL, "cpu"
-    viewer.dims.set_current_step(0, 0)
-    widget.predict.follow.value = True
-    while widget.runner.running() or not widget.predict.status.value:
-        QEventLoop().processEvents()
-    times = []
-    for i in range(1, repeats + 4):
-        z = i % len(stack)
-        loop = QEventLoop()
-        poll = QTimer()  # a Label has no change signal: look every 2 ms (the wait is idle, not busy)
-        poll.setInterval(2)
-        poll.timeout.connect(lambda loop=loop, z=z: f"slice {z} " in f"{widget.predict.status.value} " and loop.quit())
-        started = time.perf_counter()
-        viewer.dims.set_current_step(0, z)
-        poll.start()
-        QTimer.singleShot(30_000, loop.quit)
-        loop.exec()
-        elapsed = time.perf_counter() - started
-        poll.stop()
-        while widget.runner.running():
-            QEventLoop().processEvents()
-        if i > 3:
-            times.append(elapsed)
-    viewer.close()
-    return times
 
 
 def main() -> None:
@@ -108,8 +46,10 @@ def main() -> None:
         raise SystemExit("the viewer path needs a display: xvfb-run -a python benchmarks/viewer_path.py")
     model = slicewise.load_model(slicewise.DEFAULT_MODEL, device="cpu")
     stack = make_stack(256, 12)
-    core = percentiles(time_core(model, stack, args.repeats))
-    viewer = percentiles(time_viewer(stack, args.repeats, args.threads))
+    core = percentiles(time_core(model, stack, args.repeats, uncertainty="entropy"))  # the widget's default
+    viewer = percentiles(
+        time_viewer(slicewise.DEFAULT_MODEL, "cpu", stack, args.repeats, show=True, threads=args.threads)
+    )
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"slicewise from {os.path.dirname(slicewise.__file__)}")
     print(f"{'path (256²)':<14} {'p50 ms':>8} {'p95 ms':>8} {'ratio vs core p50':>18}")
