@@ -111,8 +111,7 @@ class PromptPanel(Container):
     def boxes_layer(self, image: Image, *, create: bool = False) -> Shapes | None:
         """The boxes layer of ``image``, made now with ``create`` if there is none."""
         viewer = self._state.viewer
-        shapes = [lay for lay in viewer.layers if isinstance(lay, Shapes)]
-        layer = next((lay for lay in shapes if lay.metadata.get(BOXES_KEY) == image.name), None)
+        layer = self._layer_for(Shapes, BOXES_KEY, image)
         if layer is None and create:
             layer = viewer.add_shapes(
                 ndim=len(spatial_shape(image)),
@@ -126,6 +125,11 @@ class PromptPanel(Container):
             )
         return self._watch(layer)
 
+    def _layer_for(self, kind: type, key: str, image: Image) -> Any:
+        """The ``kind`` layer slicewise made for ``image`` (its metadata ``key`` names the image), or None."""
+        layers = self._state.viewer.layers
+        return next((lay for lay in layers if isinstance(lay, kind) and lay.metadata.get(key) == image.name), None)
+
     def _watch(self, layer: Shapes | Points | None) -> Any:
         if layer is not None and layer not in self._watched:  # also a layer an earlier dock made
             layer.events.data.connect(self._on_prompts)
@@ -135,8 +139,7 @@ class PromptPanel(Container):
     def points_layer(self, image: Image, *, create: bool = False) -> Points | None:
         """The points layer of ``image``, made now with ``create`` if there is none."""
         viewer = self._state.viewer
-        found = [lay for lay in viewer.layers if isinstance(lay, Points) and lay.metadata.get(POINTS_KEY) == image.name]
-        layer = found[0] if found else None
+        layer = self._layer_for(Points, POINTS_KEY, image)
         if layer is None and create:
             layer = viewer.add_points(
                 ndim=len(spatial_shape(image)),
