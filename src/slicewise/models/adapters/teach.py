@@ -56,10 +56,12 @@ class Standardize(nn.Module):
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
-    def fit(self, grids: list[torch.Tensor]) -> None:
-        flat = torch.cat([g.transpose(0, 1).flatten(1) for g in grids], dim=1)
-        self.mean.copy_(flat.mean(1).view_as(self.mean))
-        self.std.copy_(flat.std(1).view_as(self.std) + 1e-3)
+    def fit(self, cells: int, total: torch.Tensor, squares: torch.Tensor) -> None:
+        """Fit to ``cells`` grid cells from their per-channel sum and sum of squares (float64)."""
+        mean = total / cells
+        variance = (squares - cells * mean.square()).clamp_min(0) / max(1, cells - 1)
+        self.mean.copy_(mean.float().view_as(self.mean))
+        self.std.copy_(variance.sqrt().float().view_as(self.std) + 1e-3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
