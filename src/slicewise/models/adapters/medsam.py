@@ -182,6 +182,7 @@ class LiteMedSAMAdapter(Adapter):
     supports_prompts = True
     # trained with boxes only: a point alone gives an empty mask on every Kvasir-SEG image tried
     prompt_kinds = ("box",)
+    shared_encoder = ("image_encoder", "tinyvit_litemedsam")  # its embeddings and teach's are one cache entry
     channels_last = False
 
     def input_divisor(self, spec: ModelSpec) -> int:
