@@ -3,9 +3,11 @@
 Speed: the core path (``slicewise.predict`` on one slice of a 256² Kvasir-SEG test stack, labels
 and probabilities written back) per model, p50 over the repeats, against the baseline the
 issue names: a bare forward of MONAI's BasicUNet (default features, 3 → 2 channels) on a
-256² tensor. Models and baseline are timed in turn, round after round, so load on a shared
-machine hits all of them alike. Accuracy: the test Dice each checkpoint's header carries
-(``slicewise-train export``: its own test split, and other hospitals).
+256² tensor. Each model runs as ``load_model`` chooses for this machine and, where that is not
+plain PyTorch float32 (ONNX Runtime, say), forced to float32 too. Models and baseline are timed
+in turn, round after round, so load on a shared machine hits all of them alike. Accuracy: the
+test Dice each checkpoint's header carries (``slicewise-train export``: its own test split, and
+other hospitals).
 
     python benchmarks/bundled_models.py [--repeats 20] [--threads 1]
 """
@@ -48,8 +50,14 @@ def main() -> None:
     stack = make_stack(256, 12)
     polyp = [name for name in bundled_models() if name.startswith("polyp")]
     runs = {"BasicUNet bare forward (baseline)": basic_unet_forward()}
+    checkpoint: dict[str, str] = {}  # row → the bundled model it times
     for name in polyp:
-        runs[name] = core_step(slicewise.load_model(name, device="cpu"), stack)
+        chosen = slicewise.load_model(name, device="cpu")
+        forced = [] if chosen.precision.name == "fp32" else [slicewise.load_model(name, device="cpu", precision="fp32")]
+        for model in [chosen, *forced]:
+            row = f"{name} ({model.precision.describe()})"
+            runs[row], checkpoint[row] = core_step(model, stack), name
+    load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(args.repeats + 2):
         for name, run in runs.items():
@@ -58,13 +66,13 @@ def main() -> None:
             if round_ >= 2:  # warm-up rounds
                 times[name].append(time.perf_counter() - started)
     baseline = float(np.median(times["BasicUNet bare forward (baseline)"]))
-    print(f"machine: {machine()}, load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine()}, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("\n| model | use | p50 ms, 256² | ratio to BasicUNet | Kvasir-SEG mean Dice | CVC-ClinicDB mean Dice |")
     print("|---|---|---|---|---|---|")
     for name, seconds in times.items():
         p50 = float(np.median(seconds))
-        if name in polyp:
-            header = read_header(bundled_models()[name])
+        if name in checkpoint:
+            header = read_header(bundled_models()[checkpoint[name]])
             metrics = header.provenance.get("metrics", {})
             use = header.provenance.get("use", "")
             kvasir, cvc = metrics.get("test_mean_dice_kvasir_seg", "—"), metrics.get("test_mean_dice_cvc_clinicdb", "—")

@@ -1,15 +1,16 @@
 """Precision and runtime per model family on this CPU: latency and Dice change on real test images.
 
-    python benchmarks/precision.py [--images 45] [--repeats 5] [--threads 1] [--families unet tinyvit ...]
+    python benchmarks/precision.py [--images 45] [--repeats 5] [--threads 1] [--families unet lite0 ...]
 
-Families: the bundled U-Net (polyp_unet), LiteMedSAM's TinyViT image encoder (box-prompted Dice through
-the fp32 decoder), SegFormer (MiT-b0 sizes) and a U-Net on the EfficientNet-Lite0 ImageNet encoder.
+Families: the bundled U-Net (polyp_unet), the bundled default polyp_lite0 (arch timm_unet: smp's U-Net
+decoder on EfficientNet-Lite0, 128 px), LiteMedSAM's TinyViT image encoder (box-prompted Dice through
+the fp32 decoder), SegFormer (MiT-b0 sizes) and timm_unet on its default ConvNeXt-atto encoder.
 Variants: PyTorch fp32 (contiguous), channels-last, bfloat16 autocast, int8 dynamic quantisation of the
 Linear layers, ONNX Runtime fp32 (the graph exported by slicewise.models.precision.onnx_twin).
 
 Latency: forwards of one Kvasir-SEG test image, the variants interleaved (A B C A B C ...) so the load of
 a shared machine hits all alike; median. Dice: on the Kvasir-SEG test split, for every variant that was
-faster than fp32 (a slower one is never chosen). SegFormer and the EfficientNet-Lite0 U-Net have no
+faster than fp32 (a slower one is never chosen). SegFormer and the ConvNeXt-atto U-Net have no
 trained weights offline, so their "Dice" is the agreement of each variant's mask with fp32's own mask.
 The last table is the issue's goal: a first LiteMedSAM box on a new slice as slicewise runs it (chosen
 precision) against a plain fp32 PyTorch forward of the same encoder, interleaved in the same run.
@@ -157,10 +158,13 @@ def families(names: list[str]) -> list[Family]:
         spec = make_spec("segformer", class_names=("background", "polyp"))
         model = from_state(spec, build_model(spec).state_dict(), device="cpu")
         found.append(Family("segformer", model, _wrap_transformers(model.module), trained=False))
-    if "efficientnet_lite0" in names:
-        spec = make_spec("timm_unet", class_names=("background", "polyp"), encoder="tf_efficientnet_lite0")
-        model = from_state(spec, build_model(spec, pretrained="cache").state_dict(), device="cpu")
-        found.append(Family("efficientnet_lite0", model, model.module, trained=False))
+    if "lite0" in names:
+        model = slicewise.load_model("polyp_lite0", device="cpu", precision="fp32")
+        found.append(Family("lite0", model, model.module, trained=True))
+    if "convnext_atto" in names:
+        spec = make_spec("timm_unet", class_names=("background", "polyp"), size=128)
+        model = from_state(spec, build_model(spec).state_dict(), device="cpu")
+        found.append(Family("convnext_atto", model, model.module, trained=False))
     return found
 
 
@@ -179,10 +183,10 @@ def run_family(family: Family, images, repeats: int) -> list[tuple[str, str, flo
     latency = time_interleaved(forwards, example, repeats) | slow
     base = latency["fp32"]
     rows = []
-    if family.name != "tinyvit" and family.name != "unet":
-        reference = family.masks(_as_logits(family, forwards["fp32"]), images)
-    else:
+    if family.trained:
         reference = [mask != 0 for _, mask in images]
+    else:
+        reference = family.masks(_as_logits(family, forwards["fp32"]), images)
     for name in latency:
         score = "—"
         if name in forwards and (name == "fp32" or latency[name] < base):
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=45, help="Kvasir-SEG test images for Dice (at most 45)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--families", nargs="+", default=["unet", "tinyvit", "segformer", "efficientnet_lite0"])
+    parser.add_argument("--families", nargs="+", default=["unet", "lite0", "tinyvit", "segformer", "convnext_atto"])
     parser.add_argument("--out", help="also write the tables as Markdown here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -37,6 +37,7 @@ def test_choice_follows_the_measured_table(monkeypatch):
     assert precision.choose("segformer", torch.device("cpu")).name == "fp32"
     assert precision.choose("lite_medsam", torch.device("cpu")).name == "onnx"
     assert precision.choose("unet", torch.device("cpu")).name == "onnx"
+    assert precision.choose("timm_unet", torch.device("cpu")).name == "onnx"
     assert precision.choose("segformer", torch.device("cpu"), "onnx").name == "fp32"  # not offered for it
     assert precision.choose("unet", torch.device("cuda")).name == "fp16"
     assert precision.choose("unet", torch.device("cpu"), "fp32").name == "fp32"
@@ -44,7 +45,7 @@ def test_choice_follows_the_measured_table(monkeypatch):
     monkeypatch.setattr(precision, "cpu_features", lambda: amx)
     monkeypatch.setitem(precision.BF16_CHOICES, "segformer", "bf16")
     assert precision.choose("segformer", torch.device("cpu")).name == "bf16"
-    assert precision.choose("timm_unet", torch.device("cpu")).name == "fp32"
+    assert precision.choose("timm_unet", torch.device("cpu")).name == "onnx"  # not measured in bf16
 
 
 def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
@@ -58,6 +59,20 @@ def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
     precision.onnx_twin(net, (1, 3, 32, 32))  # cached: exported once
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
+
+
+class _SizeAsConstant(nn.Module):
+    """Scales by its input's width read as a Python int, which an export bakes in as a constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * int(x.shape[-1])
+
+
+def test_an_any_size_graph_that_holds_at_one_size_only_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLICEWISE_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="differs"):
+        precision.onnx_twin(_SizeAsConstant(), (1, 1, 8, 8), threads=1, any_size=True)
+    assert not list(tmp_path.glob("onnx/*.onnx"))  # nothing cached
 
 
 def test_bf16_autocast_keeps_the_unet_masks(native_size_model, kvasir_test):
@@ -94,6 +109,27 @@ def test_the_unet_runs_in_onnx_runtime_with_the_same_masks(native_size_model, kv
     assert changed <= 20  # a handful of pixels at a probability of 0.5, if any
 
 
+def test_polyp_lite0_runs_in_onnx_runtime_with_the_same_masks(kvasir_test):
+    """The default's timm U-Net (TF "same" padding, 128 px by a padded short side) exported whole."""
+    lite = slicewise.load_model("polyp_lite0", device="cpu")  # the precision this CPU gets
+    if lite.precision.name != "onnx":
+        pytest.skip(f"polyp_lite0 runs {lite.precision.name} here ({lite.precision.reason})")
+    fp32 = slicewise.load_model("polyp_lite0", device="cpu", precision="fp32")
+    assert "ONNX" in lite.describe_runtime() and isinstance(lite.inference_module, precision.OnnxTwin)
+    assert fp32.runtime is None and "ONNX" not in fp32.describe_runtime()
+    changed, pixels, overlap = 0, 0, {"onnx": [0, 0], "fp32": [0, 0]}
+    for _, image, mask in kvasir_test:
+        a, b = slicewise.predict(lite, image), slicewise.predict(fp32, image)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+        changed, pixels = changed + int((a.labels != b.labels).sum()), pixels + a.labels.size
+        for name, labels in (("onnx", a.labels), ("fp32", b.labels)):
+            overlap[name][0] += 2 * int(np.logical_and(labels == 1, mask != 0).sum())
+            overlap[name][1] += int((labels == 1).sum() + (mask != 0).sum())
+    assert changed <= 0.001 * pixels
+    dice = {name: both / total for name, (both, total) in overlap.items()}
+    assert abs(dice["onnx"] - dice["fp32"]) <= 0.005 and dice["fp32"] > 0.7
+
+
 def test_runs_as_tells_the_choice_without_loading(monkeypatch):
     from slicewise.api import runs_as
 
@@ -102,4 +138,5 @@ def test_runs_as_tells_the_choice_without_loading(monkeypatch):
     monkeypatch.delenv(precision.ENV_VAR)
     expected = precision.choose("lite_medsam", torch.device("cpu")).describe()
     assert runs_as("lite_medsam", "cpu") == expected
+    assert runs_as("polyp_lite0", "cpu") == precision.choose("timm_unet", torch.device("cpu")).describe()
     assert runs_as("no_such_model") == runs_as(None) == "float32"

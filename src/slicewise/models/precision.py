@@ -5,10 +5,12 @@ and it must not cost accuracy; so the choice is a table of what was *measured*
 (``benchmarks/precision.py``, ``docs/speed.md``) per model family and CPU class, not a guess:
 
 - ``fp32``: PyTorch in float32 (convolutional nets channels-last, as their adapters ask).
-- ``onnx``: the network (a MONAI U-Net) or its expensive part (LiteMedSAM's TinyViT image
-  encoder) runs in ONNX Runtime in float32 — the same arithmetic, fused (batch-norm folded,
-  GELU and attention kernels): about 0.6× PyTorch's time on an AVX2 CPU, with the same Dice.
-  The exported graph is cached per weights and torch version.
+- ``onnx``: the network (a MONAI U-Net, or a timm encoder under smp's U-Net decoder such as the
+  default polyp_lite0) or its expensive part (LiteMedSAM's TinyViT image encoder) runs in ONNX
+  Runtime in float32 — the same arithmetic, fused (batch-norm folded, GELU and attention
+  kernels): about 0.5–0.7× PyTorch's time on an AVX2 CPU, with the same Dice. The exported graph
+  is cached per weights and torch version; a whole network whose height and width stay dynamic
+  is checked at a second size before it is kept.
 - ``bf16``: ``torch.autocast`` to bfloat16 — only on CPUs with AMX or AVX-512-BF16 and only for
   families measured faster *and* within 0.005 Dice there; on AVX2-only CPUs bfloat16 is emulated
   and 15× slower (measured), so it is never chosen there.
@@ -110,12 +112,17 @@ FP32 = Precision("fp32", "the default")
 
 # What was measured on CPUs (docs/speed.md): the precision that is faster and within 0.005 Dice,
 # per architecture; "bf16" entries apply only where the CPU has native bfloat16 units.
-# AVX2-only CPUs (measured: AMD EPYC, Zen 3): ONNX Runtime runs TinyViT at ~0.6× PyTorch with the same
-# masks; for the U-Net, SegFormer and EfficientNet-Lite nothing beat PyTorch fp32 channels-last by enough.
+# AVX2-only CPUs (measured: AMD EPYC, Zen 3): ONNX Runtime runs the MONAI U-Net, the timm U-Net (EfficientNet-
+# Lite0 and ConvNeXt-atto encoders) and TinyViT at 0.5–0.7× PyTorch with the same masks; SegFormer is not switched.
 CPU_CHOICES: dict[str, str] = {
     "lite_medsam": "onnx",  # the TinyViT image encoder; prompt encoder and mask decoder stay in PyTorch
     "unet": "onnx",  # the whole MONAI U-Net (any slice size)
+    "timm_unet": "onnx",  # the whole smp U-Net on its timm encoder (TF "same" padding included)
 }
+# The architectures ONNX Runtime runs whole, and the square side each is exported at; batch, height and
+# width stay dynamic. A timm_unet runs at its fixed long side (128 px for polyp_lite0) by the short side
+# padded to a multiple of 32; the U-Net at any slice size.
+WHOLE_NETWORK_SIDE: dict[str, int] = {"unet": 64, "timm_unet": 128}
 # Chosen only on CPUs with AMX/AVX-512-BF16 (not measured here: no such CPU was available; see docs/speed.md).
 BF16_CHOICES: dict[str, str] = {}
 
@@ -146,8 +153,7 @@ def choose(arch: str, device: torch.device, precision: str | None = "auto") -> P
         return Precision("bf16", "asked for" + ("" if features.bf16 else " (this CPU emulates bfloat16: slow)"))
     if requested == "onnx":
         if CPU_CHOICES.get(arch) != "onnx":
-            offered = ", ".join(name for name, choice in CPU_CHOICES.items() if choice == "onnx")
-            return Precision("fp32", f"ONNX Runtime is offered for {offered} only, not {arch}")
+            return Precision("fp32", f"ONNX Runtime is offered for {_onnx_offered()} only, not {arch}")
         return Precision("onnx", "asked for")
     if features.bf16 and arch in BF16_CHOICES:
         return Precision("bf16", f"measured faster on {features.describe()}")
@@ -157,6 +163,11 @@ def choose(arch: str, device: torch.device, precision: str | None = "auto") -> P
 
 
 MEASURED = frozenset({"unet", "lite_medsam", "medsam_tinyvit", "segformer", "timm_unet"})
+
+
+def _onnx_offered() -> str:
+    """The architectures ONNX Runtime is offered for, e.g. ``"lite_medsam, unet, timm_unet"``."""
+    return ", ".join(name for name, choice in CPU_CHOICES.items() if choice == "onnx")
 
 
 def _onnxruntime_available() -> bool:
@@ -208,7 +219,9 @@ def onnx_twin(
     """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and torch version and cached.
 
     example_shape: (N, C, H, W) of an input; the batch axis stays dynamic, and height and width too
-    with ``any_size`` (for networks that take any size).
+    with ``any_size`` (for networks that take any size). Such a graph is kept only if it also computes
+    what ``module`` does at twice the example's width: a shape traced as a constant (TF "same"
+    padding worked out in Python, say) raises RuntimeError instead of giving wrong masks.
     """
     path = cache_dir() / f"{_weights_key(module, (*example_shape[1:], any_size))}.onnx"
     axes = {0: "n", 2: "h", 3: "w"} if any_size else {0: "n"}
@@ -229,22 +242,36 @@ def onnx_twin(
                     output_names=["y"],
                     dynamic_axes={"x": axes, "y": axes},
                 )
+            if any_size:
+                _check_other_size(module, Path(temporary), example_shape)
             os.replace(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
     return OnnxTwin(path, threads)
 
 
+def _check_other_size(module: nn.Module, path: Path, example_shape: tuple[int, ...]) -> None:
+    """Raise RuntimeError unless the graph at ``path`` computes what ``module`` does at twice the example's width."""
+    _, channels, height, width = example_shape
+    x = torch.rand((1, channels, height, 2 * width), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = module(x)
+    got = OnnxTwin(path, threads=1)(x)
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3):
+        raise RuntimeError(f"the ONNX graph of {type(module).__name__} differs from it at {height}x{2 * width}")
+
+
 def runtime_module(arch: str, module: nn.Module, precision: Precision, channels: int = 3) -> nn.Module | None:
-    """The network inference runs, when it differs from ``module``: for ``onnx``, an ``OnnxTwin`` of a U-Net
-    (any size), or a shallow copy of a LiteMedSAM whose image encoder is one (its prompt encoder and
-    mask decoder stay in PyTorch)."""
+    """The network inference runs, when it differs from ``module``: for ``onnx``, an ``OnnxTwin`` of the whole
+    network (``WHOLE_NETWORK_SIDE``: the U-Nets), or a shallow copy of a LiteMedSAM whose image encoder is
+    one (its prompt encoder and mask decoder stay in PyTorch)."""
     if precision.name != "onnx":
         return None
-    if arch == "unet":
-        return onnx_twin(module, (1, channels, 64, 64), any_size=True)
+    if arch in WHOLE_NETWORK_SIDE:
+        side = WHOLE_NETWORK_SIDE[arch]
+        return onnx_twin(module, (1, channels, side, side), any_size=True)
     if arch != "lite_medsam":
-        raise OptionError(f"ONNX Runtime is offered for lite_medsam and unet only, not {arch}; use precision='fp32'.")
+        raise OptionError(f"ONNX Runtime is offered for {_onnx_offered()} only, not {arch}; use precision='fp32'.")
     import copy
 
     twin = copy.copy(module)  # shares every submodule and weight with ``module``
