@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import slicewise
-from slicewise.core.features import FEATURES, cached_features, shared_encoder, slice_features
+from slicewise.core.features import FEATURES, frozen_encoder, shared_encoder, slice_features
 from slicewise.core.metrics import dice_score
 from slicewise.core.prompting import (
     EmbeddingCache,
@@ -29,12 +30,12 @@ def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     return float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())
 
 
-class _EncoderCalls:
-    """Counts forwards of the image encoder a model runs (its ONNX Runtime twin where it has one)."""
+class _Calls:
+    """Counts forwards of a module (a model's image encoder: its ONNX Runtime twin where it has one)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, module) -> None:
         self.count = 0
-        self._handle = model.inference_module.image_encoder.register_forward_hook(self._seen)  # ONNX or PyTorch
+        self._handle = module.register_forward_hook(self._seen)
 
     def _seen(self, *_args) -> None:
         self.count += 1
@@ -57,7 +58,7 @@ def test_ground_truth_boxes_segment_real_polyps(lite_medsam, kvasir_test):
 
 def test_a_further_prompt_on_the_same_slice_runs_only_the_decoder(lite_medsam, kvasir_test):
     image, mask = kvasir_test[3][1], kvasir_test[3][2]
-    calls = _EncoderCalls(lite_medsam)
+    calls = _Calls(lite_medsam.inference_module.image_encoder)
     try:
         box = _tight_box(mask)
         first = slicewise.predict(lite_medsam, image, box=box)
@@ -79,37 +80,39 @@ def test_box_prompts_and_teach_share_one_encoding_of_a_slice(lite_medsam, kvasir
     assert shared_encoder(lite_medsam) == "tinyvit_litemedsam"
     FEATURES.clear()
     boxed, taught = kvasir_test[5], kvasir_test[6]
-    calls = _EncoderCalls(lite_medsam)
+    tinyvit = frozen_encoder("tinyvit_litemedsam")
+    prompt_calls, teach_calls = _Calls(lite_medsam.inference_module.image_encoder), _Calls(tinyvit.network)
     try:
         first = slicewise.predict(lite_medsam, boxed[1], box=_tight_box(boxed[2]))
-        assert calls.count == 1
-        shared = cached_features("tinyvit_litemedsam", boxed[1])
-        assert shared is not None and shared is slice_features("tinyvit_litemedsam", boxed[1])
-        FEATURES.clear()
-        fresh = slice_features("tinyvit_litemedsam", boxed[1])  # teach's own PyTorch encoder
-        np.testing.assert_array_equal(fresh.image.numpy(), shared.image.numpy())  # the same prepared slice
-        np.testing.assert_allclose(fresh.maps[0].numpy(), shared.maps[0].numpy(), atol=2e-3)
-        assert fresh.inner == shared.inner and fresh.shape == shared.shape
+        shared = slice_features("tinyvit_litemedsam", boxed[1])
+        assert (prompt_calls.count, teach_calls.count) == (1, 0)
 
         slice_features("tinyvit_litemedsam", taught[1])
         again = slicewise.predict(lite_medsam, taught[1], box=_tight_box(taught[2]))
-        assert calls.count == 1  # the box on the slice teach encoded ran the decoder only
+        assert (prompt_calls.count, teach_calls.count) == (1, 1)  # the box ran the decoder only
         assert dice_score(again.labels, taught[2], 2) > 0.8 and dice_score(first.labels, boxed[2], 2) > 0.8
     finally:
-        calls.remove()
+        prompt_calls.remove()
+        teach_calls.remove()
+    with torch.inference_mode():
+        fresh = tinyvit.encode(shared.image)[0]  # what teach's own PyTorch encoder gives
+    np.testing.assert_allclose(fresh.numpy(), shared.maps[0].numpy(), atol=2e-3)
 
 
 def test_a_fine_tuned_lite_medsam_keeps_its_own_embeddings(kvasir_test):
     """A LiteMedSAM whose image encoder was changed is not the wheel's TinyViT: it never shares."""
-    import torch
-
     model = slicewise.load_model("lite_medsam", device="cpu", precision="fp32")
     with torch.no_grad():
         next(model.module.image_encoder.parameters()).add_(0.01)
     assert shared_encoder(model) is None
     FEATURES.clear()
     slicewise.predict(model, kvasir_test[5][1], box=_tight_box(kvasir_test[5][2]))
-    assert cached_features("tinyvit_litemedsam", kvasir_test[5][1]) is None
+    teach_calls = _Calls(frozen_encoder("tinyvit_litemedsam").network)
+    try:
+        slice_features("tinyvit_litemedsam", kvasir_test[5][1])
+        assert teach_calls.count == 1
+    finally:
+        teach_calls.remove()
 
 
 def test_several_boxes_on_a_slice_give_one_proposal_of_their_union(lite_medsam, kvasir_test):

