@@ -66,6 +66,9 @@ def accuracy(tasks: list[str], sizes: list[int], encoders: list[str]) -> list[di
         if task in OTHER_HOSPITAL:
             tests[OTHER_HOSPITAL[task]] = _load(OTHER_HOSPITAL[task], "test")
         for n in sizes:
+            if n > len(split_stems(shared_data_dir() / task, "train")):
+                print(f"{task} has fewer than {n} training images: no row", flush=True)
+                continue
             images, masks = _train_subset(task, n)
             # "auto" keeps the encoder with the best cross-validated Dice: read it off the cv column
             variants = [(e, mode) for mode in ("head", "in-context") for e in encoders]
@@ -108,13 +111,17 @@ def in_context_curve(tasks: list[str], supports: list[int], encoder: str) -> lis
 
 
 def speed(encoder: str) -> dict:
-    """A Teach round on 20 slices with cached features; first press to proposals on a 45-slice stack."""
+    """A first Teach round on 19 slices with cached features, the next round once a 20th is labelled
+    (warm-started), and the first press to proposals on a 45-slice stack, encoding included."""
     images, masks = _train_subset("kvasir_seg", 20, seed=2)
     for image in images:
         slice_features(encoder, image)
     started = time.perf_counter()
-    teach(images, masks, options=TeachOptions(encoder=encoder))
+    first, _ = teach(images[:19], masks[:19], options=TeachOptions(encoder=encoder))
     cached_round = time.perf_counter() - started
+    started = time.perf_counter()
+    teach(images, masks, options=TeachOptions(encoder=encoder), previous=first)  # one more slice labelled
+    next_round = time.perf_counter() - started
     stack, stack_masks = _load("cvc_clinicdb", "test")
     stack, stack_masks = stack[:45], stack_masks[:45]  # one size (256×192): a stack; unseen by the cache
     labelled = [0, 10, 20]
@@ -127,7 +134,8 @@ def speed(encoder: str) -> dict:
     first_press = time.perf_counter() - started
     return {
         "encoder": encoder,
-        "round_20_cached_s": round(cached_round, 1),
+        "round_19_cached_s": round(cached_round, 1),
+        "next_round_20_cached_s": round(next_round, 1),
         "first_press_45_stack_s": round(first_press, 1),
     }
 
@@ -135,8 +143,8 @@ def speed(encoder: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["kvasir_seg", "hc18", "chase_db1"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[5, 10, 20])
-    parser.add_argument("--supports", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--sizes", nargs="*", type=int, default=[5, 10, 20, 40])
+    parser.add_argument("--supports", nargs="*", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--encoders", nargs="+", default=["efficientnet_lite0", "tinyvit_litemedsam"])
     parser.add_argument("--speed-encoders", nargs="*", default=["efficientnet_lite0", "tinyvit_litemedsam"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
