@@ -81,7 +81,8 @@ def test_box_prompts_and_teach_share_one_encoding_of_a_slice(lite_medsam, kvasir
     FEATURES.clear()
     boxed, taught = kvasir_test[5], kvasir_test[6]
     tinyvit = frozen_encoder("tinyvit_litemedsam")
-    prompt_calls, teach_calls = _Calls(lite_medsam.inference_module.image_encoder), _Calls(tinyvit.network)
+    runs_tinyvit = tinyvit.runtime or tinyvit.network  # teach's own encoder (its ONNX Runtime twin where chosen)
+    prompt_calls, teach_calls = _Calls(lite_medsam.inference_module.image_encoder), _Calls(runs_tinyvit)
     try:
         first = slicewise.predict(lite_medsam, boxed[1], box=_tight_box(boxed[2]))
         shared = slice_features("tinyvit_litemedsam", boxed[1])
@@ -107,7 +108,8 @@ def test_a_fine_tuned_lite_medsam_keeps_its_own_embeddings(kvasir_test):
     assert shared_encoder(model) is None
     FEATURES.clear()
     slicewise.predict(model, kvasir_test[5][1], box=_tight_box(kvasir_test[5][2]))
-    teach_calls = _Calls(frozen_encoder("tinyvit_litemedsam").network)
+    tinyvit = frozen_encoder("tinyvit_litemedsam")
+    teach_calls = _Calls(tinyvit.runtime or tinyvit.network)
     try:
         slice_features("tinyvit_litemedsam", kvasir_test[5][1])
         assert teach_calls.count == 1

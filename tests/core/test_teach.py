@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import slicewise
-from slicewise.core.features import FEATURES, frozen_encoder
+from slicewise.core.features import FEATURES, frozen_encoder, slice_features
 from slicewise.core.inference import predict, run_to_end
 from slicewise.core.teach import (
     TeachError,
@@ -64,6 +64,24 @@ def test_proposals_on_a_slice_teach_encoded_reuse_its_features(polyps):
     finally:
         handle.remove()
     np.testing.assert_allclose(cached.probabilities, fresh.probabilities, atol=1e-5)
+
+
+def test_teach_runs_tinyvit_as_litemedsam_does_here_with_the_same_features(polyps):
+    """TinyViT is LiteMedSAM's image encoder: teach runs it in the precision measured for LiteMedSAM
+    on this machine (ONNX Runtime float32 on CPUs without bf16 units), with PyTorch's features."""
+    import torch
+
+    from slicewise.models.precision import choose
+
+    encoder = frozen_encoder("tinyvit_litemedsam")
+    if choose("lite_medsam", torch.device("cpu")).name != "onnx":
+        pytest.skip("ONNX Runtime is not the measured choice for LiteMedSAM on this machine")
+    assert encoder.runtime is not None
+    prepared = slice_features("tinyvit_litemedsam", polyps[0][0]).image
+    with torch.inference_mode():
+        fast = encoder.encode(prepared)[0]
+        reference = encoder.network(prepared)  # the PyTorch network, as gradients use it
+    np.testing.assert_allclose(fast.numpy(), reference.numpy(), atol=1e-4)
 
 
 def test_the_cross_validated_figure_is_each_slice_predicted_by_a_model_fitted_without_it(polyps):

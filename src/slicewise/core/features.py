@@ -24,6 +24,7 @@ import torch
 
 from slicewise.core.preprocess import pad_to_divisor, to_network_frame
 from slicewise.models.encoders import FEATURES, FeatureEncoder, available_encoders, build_encoder, get_encoder
+from slicewise.models.precision import choose, onnx_twin
 from slicewise.models.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -63,8 +64,20 @@ class SliceFeatures:
 
 @lru_cache(maxsize=4)
 def frozen_encoder(name: str) -> FeatureEncoder:
-    """The frozen encoder ``name`` with its pretrained weights, built once per process (read-only)."""
-    return build_encoder(name)
+    """The frozen encoder ``name`` with its pretrained weights, built once per process (read-only).
+
+    An encoder whose network is a measured family's (``precision_family``: TinyViT is LiteMedSAM's
+    image encoder) runs as that family does on this machine: in ONNX Runtime where that was chosen
+    (``slicewise.models.precision``; ``SLICEWISE_PRECISION=fp32`` forces PyTorch), else in PyTorch.
+    """
+    encoder = build_encoder(name)
+    family, frame = encoder.info.precision_family, encoder.info.frame
+    if family is not None and frame is not None and choose(family, torch.device("cpu")).name == "onnx":
+        try:
+            encoder.runtime = onnx_twin(encoder.network, (1, 3, frame, frame))
+        except (RuntimeError, OSError, ImportError):  # an export or runtime that fails here: PyTorch float32
+            encoder.runtime = None
+    return encoder
 
 
 def slice_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures:

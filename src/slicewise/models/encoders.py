@@ -58,6 +58,7 @@ class PretrainedEncoder:
     divisor: int
     frame: int | None = None
     timm_name: str | None = None
+    precision_family: str | None = None  # the architecture whose measured precision its network runs in
 
     @property
     def pip(self) -> str:
@@ -101,6 +102,7 @@ ENCODERS: dict[str, PretrainedEncoder] = {
         std=(1.0, 1.0, 1.0),
         divisor=256,
         frame=256,
+        precision_family="lite_medsam",  # it is LiteMedSAM's image encoder
     ),
 }
 
@@ -271,6 +273,9 @@ class FeatureEncoder(nn.Module):
         self.info = info
         self.network = network.requires_grad_(False).eval()
         self.shared = shared
+        self.runtime: nn.Module | None = (
+            None  # a faster twin of ``network`` (ONNX Runtime) for outputs without gradients
+        )
         self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
 
@@ -284,8 +289,9 @@ class FeatureEncoder(nn.Module):
         return self.encode(x)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The maps, computed now."""
-        features = self.network((x - self.mean) / self.std)
+        """The maps, computed now (by ``runtime`` where there is one and no gradient is asked for)."""
+        network = self.runtime if self.runtime is not None and not torch.is_grad_enabled() else self.network
+        features = network((x - self.mean) / self.std)
         return list(features) if isinstance(features, list | tuple) else [features]
 
 
