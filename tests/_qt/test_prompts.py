@@ -7,8 +7,11 @@ import pytest
 
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.panels.prompts import BOXES_KEY
+from slicewise._qt.panels.prompts import BOXES_KEY, SETTLE_MS
 from slicewise.core.metrics import dice_score
+from slicewise.core.prompting import embedding_cache, slice_key
+from slicewise.core.slices import take_slice
+from slicewise.core.types import SliceRef
 from slicewise.io.medical import read_volume
 
 TIMEOUT_MS = 120_000
@@ -33,12 +36,21 @@ def rectangle(z: int, y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
     return np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
 
 
+def prompt_model(widget: SlicewiseDock):
+    return next(m for (name, *_), m in widget.state.models.items() if name == "lite_medsam")
+
+
 def encoder_runs(widget: SlicewiseDock) -> list[int]:
-    """Hook the prompt model's encoder once it is loaded; the list grows by one per encoder forward."""
+    """Hook the prompt model's encoder (its ONNX Runtime twin where it has one) once it is loaded; the
+    list grows by one per encoder forward."""
     runs: list[int] = []
-    model = next(m for (name, *_), m in widget.state.models.items() if name == "lite_medsam")
-    model.module.image_encoder.register_forward_hook(lambda *_: runs.append(1))
+    prompt_model(widget).inference_module.image_encoder.register_forward_hook(lambda *_: runs.append(1))
     return runs
+
+
+def encoded(widget: SlicewiseDock, image, z: int) -> bool:
+    """Whether slice ``z`` of ``image`` has its embedding in the prompt model's cache."""
+    return slice_key(take_slice(image.data, SliceRef((z,)), rgb=True)) in embedding_cache(prompt_model(widget))
 
 
 def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napari_viewer, qtbot, kvasir_test):
@@ -47,20 +59,26 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napa
     for i, (_, picture, mask) in enumerate(kvasir_test[:3]):
         stack[i, : mask.shape[0], : mask.shape[1]], masks[i, : mask.shape[0], : mask.shape[1]] = picture, mask
     image = viewer.add_image(stack, rgb=True, name="polyps")
-    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(0, 0)
     widget = docked(viewer, image)
+    status = widget.prompts.status
 
     widget.prompts.boxes_button.native.click()
     boxes = next(layer for layer in viewer.layers if layer.metadata.get(BOXES_KEY) == "polyps")
     assert boxes.mode == "add_rectangle" and viewer.layers.selection.active is boxes
-    qtbot.waitUntil(lambda: "encoded" in widget.prompts.status.value, timeout=TIMEOUT_MS)  # the encoder ran ahead
+    qtbot.waitUntil(lambda: "slice 0 ready for boxes" in status.value, timeout=TIMEOUT_MS)  # encoded at once
     runs = encoder_runs(widget)
+
+    viewer.dims.set_current_step(0, 2)  # scrolled past: never encoded
+    viewer.dims.set_current_step(0, 1)  # rested on: encoded ahead, with no box drawn
+    qtbot.waitUntil(lambda: "slice 1 ready for boxes" in status.value, timeout=TIMEOUT_MS)
+    assert encoded(widget, image, 1) and not encoded(widget, image, 2) and runs == [1]
 
     rows, cols = np.nonzero(masks[1])
     boxes.add_rectangles(rectangle(1, rows.min(), cols.min(), rows.max(), cols.max()))
     qtbot.waitUntil(lambda: len(proposals(viewer)) == 1 and not widget.runner.running("prompt"), timeout=TIMEOUT_MS)
     proposal = proposals(viewer)[0]
-    assert runs == []  # the box cost only the decoder
+    assert runs == [1]  # the box cost only the decoder
     assert dice_score(proposal.data[1], masks[1], 2) > 0.9
     assert not proposal.data[0].any() and not proposal.data[2].any()
     assert "1 box on slice 1" in widget.prompts.status.value
@@ -72,6 +90,29 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napa
     boxes.add_rectangles(rectangle(1, 2, 2, 40, 40))  # a second box: the union of both
     qtbot.waitUntil(lambda: "2 boxes on slice 1" in widget.prompts.status.value, timeout=TIMEOUT_MS)
     assert proposal.data[1].sum() >= widget.edit.target.value.data[1].sum()
+
+    viewer.dims.set_current_step(0, 2)  # a box drawn while its slice is being encoded ahead waits for it
+    qtbot.waitUntil(lambda: "preparing slice 2 for boxes" in status.value, timeout=TIMEOUT_MS)
+    rows, cols = np.nonzero(masks[2])
+    boxes.add_rectangles(rectangle(2, rows.min(), cols.min(), rows.max(), cols.max()))
+    qtbot.waitUntil(lambda: "1 box on slice 2" in status.value, timeout=TIMEOUT_MS)
+    assert runs == [1, 1]  # one encoder forward for slice 2, not two
+    assert dice_score(proposal.data[2], masks[2], 2) > 0.8
+
+
+def test_no_slice_is_encoded_ahead_for_a_model_that_takes_no_prompts(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((2, 64, 64), np.uint8), name="scan")
+    widget = docked(viewer, image)
+    widget.state.open_model(str(tiny_checkpoint))  # a U-Net: it takes no prompts
+    widget.prompts.prompt_model.value = str(tiny_checkpoint)
+
+    widget.prompts.boxes_button.native.click()
+    assert "takes no box or point prompts" in widget.prompts.status.value
+    viewer.dims.set_current_step(0, 1)
+    qtbot.wait(2 * SETTLE_MS)
+    assert not widget.runner.running("prompt") and not widget.prompts.busy
+    assert "preparing" not in widget.prompts.status.value and "ready" not in widget.prompts.status.value
 
 
 def test_propagate_follows_a_real_lesion_through_the_stack(make_napari_viewer, qtbot, data_dir):

@@ -142,6 +142,11 @@ class EmbeddingCache:
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget every embedding (a benchmark's "new slice"; the next box on any slice encodes it)."""
+        with self._lock:
+            self._items.clear()
+
 
 _CACHES: WeakKeyDictionary[LoadedModel, EmbeddingCache] = WeakKeyDictionary()
 _CACHES_LOCK = threading.Lock()

@@ -7,10 +7,12 @@ proposal layer, where the edit panel accepts, merges or rejects it. "Place point
 layer "<image> points": each click is an object (+, green) or background (−, red) point, as the
 "click adds" choice says; the points of the viewed slice join its one box (or, with no box or
 several, make a prompt of their own) for models that take points (SAM checkpoints); LiteMedSAM
-was trained with boxes only and refuses them in one sentence. While the boxes layer exists,
-the encoder runs ahead on each slice the person moves to, so the first box there costs only the
-decode. "Propagate" follows the object on the viewed slice (the person's labels there, else the
-proposal) to the next slices up and down, one proposal per slice, until it disappears.
+was trained with boxes only and refuses them in one sentence. While the person prompts (the
+image's boxes or points layer is shown and the prompt model takes that kind of prompt), the slice
+they rest on is encoded ahead in the worker, so the first box there costs only the decode; the
+status says when a slice is ready. "Propagate" follows the object on the viewed slice (the
+person's labels there, else the proposal) to the next slices up and down, one proposal per slice,
+until it disappears.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.layers import Image, Points, Shapes
 from napari.layers.base import ActionType
 from napari.utils.notifications import show_info
+from qtpy.QtCore import QTimer
 
 from slicewise._qt.jobs import Failure, PromptRequest, prompt_job, propagate_job
 from slicewise._qt.layers import show_prediction, spatial_shape
@@ -30,6 +33,9 @@ from slicewise._qt.state import DockState
 from slicewise.core.prompting import Prompt, describe_prompts, with_points
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, SliceRef
+from slicewise.errors import SlicewiseError
+from slicewise.models.checkpoint import read_header
+from slicewise.models.registry import get_adapter
 from slicewise.models.sources import model_names
 
 BOXES_KEY = "slicewise_boxes"  # metadata of a boxes layer: the name of the image it prompts
@@ -38,6 +44,12 @@ OBJECT, BACKGROUND = "object (+)", "background (−)"  # what a click adds
 POINT_COLOURS = {True: "lime", False: "red"}
 _SETTLED = (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED)
 PROMPT, PROPAGATE = "prompt", "propagate"  # the runner's lanes
+SETTLE_MS = 250  # a slice the person rests on this long is encoded ahead; slices scrolled past are not
+
+
+def where(image: Image, ref: SliceRef) -> str:
+    """E.g. ``"slice 7"``, or the image's name for a 2D image, for status lines."""
+    return ref.describe() if ref.index else image.name
 
 
 def boxes_on(layer: Shapes, ref: SliceRef) -> tuple[Prompt, ...]:
@@ -87,13 +99,21 @@ class PromptPanel(Container):
         self.extend([self.propagate_button, self.status])
         self._watched: list[Shapes | Points] = []  # boxes and points layers whose changes prompt this panel
         self._ahead_refused: set[str] = set()  # models that answered an embed-ahead with a failure
+        self._ready: tuple[Any, ...] | None = None  # (image, model, device, slice) last known encoded
+        self._settle = QTimer(self.native)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(SETTLE_MS)
+        self._settle.timeout.connect(self._prefetch)
         self.boxes_button.changed.connect(self.draw_boxes)
         self.points_button.changed.connect(self.place_points)
         self.point_kind.changed.connect(self._point_kind_changed)
         self.propagate_button.changed.connect(self.propagate)
+        self.prompt_model.changed.connect(self._prefetch)
         state.events.opened_models.connect(lambda: self.prompt_model.reset_choices())
-        state.listen(state.viewer.dims.events.current_step, self._embed_ahead)
+        state.events.image.connect(self._prefetch)
+        state.listen(state.viewer.dims.events.current_step, self._slice_changed)
         state.on_close(self._unwatch)
+        state.on_close(self._settle.stop)
 
     @property
     def busy(self) -> bool:
@@ -159,15 +179,19 @@ class PromptPanel(Container):
         self._start_prompting("points are placed", self.points_layer, "add")
 
     def _start_prompting(self, what: str, layer_of: Any, mode: str) -> None:
-        """Make the image's prompt layer the active one in ``mode`` and embed the viewed slice ahead."""
+        """Make the image's prompt layer the shown, active one in ``mode`` and encode the viewed slice ahead."""
         image = self._state.image
         if image is None:
             show_info(f"Choose an image in the slicewise widget first; {what} on it.")
             return
         layer = layer_of(image, create=True)
+        layer.visible = True
         self._state.viewer.layers.selection.active = layer
         layer.mode = mode
-        self._request(image, ())
+        model = str(self.prompt_model.value)
+        if self._prompt_kinds(model) == ():
+            self.status.value = f"{model} takes no box or point prompts; choose lite_medsam or a SAM checkpoint."
+        self._prefetch()
 
     def _point_kind_changed(self, *_: Any) -> None:
         positive = self.point_kind.value == OBJECT
@@ -200,23 +224,55 @@ class PromptPanel(Container):
         else:
             self.status.value = f"no boxes or points on {ref.describe()}; Reject removes the last proposal"
 
-    def _embed_ahead(self) -> None:
-        """The person moved to another slice while prompting: run the encoder there now."""
-        image = self._state.image
-        if str(self.prompt_model.value) in self._ahead_refused or self._runner.running(PROPAGATE):
+    def _slice_changed(self) -> None:
+        """The viewed slice changed: encode it ahead once the person rests on it (``SETTLE_MS``)."""
+        self._settle.start()
+
+    def _prompt_kinds(self, model: str) -> tuple[str, ...] | None:
+        """The prompts ``model`` takes ("box", "points"; () for none), known without loading it: a loaded
+        model's adapter says, else a packaged model's name or a checkpoint's header names its
+        architecture; None for a foreign file not loaded yet (its first prompt loads it)."""
+        loaded = next((m for (name, *_), m in self._state.models.items() if name == model), None)
+        if loaded is not None:
+            adapter = loaded.adapter
+        else:
+            try:
+                adapter = get_adapter(model if model in model_names(promptable=True) else read_header(model).spec.arch)
+            except SlicewiseError:
+                return None
+        return adapter.prompt_kinds if adapter.supports_prompts else ()
+
+    def _prompting(self, image: Image) -> str | None:
+        """What the person prompts ``image`` with that the prompt model takes — "boxes" or "points", from
+        the image's shown prompt layers — or None: only then is a slice worth encoding ahead."""
+        kinds = self._prompt_kinds(str(self.prompt_model.value)) or ()
+        layers = (("box", self.boxes_layer(image), "boxes"), ("points", self.points_layer(image), "points"))
+        return next(
+            (word for kind, layer, word in layers if kind in kinds and layer is not None and layer.visible), None
+        )
+
+    def _prefetch(self, *_: Any) -> None:
+        """Encode the viewed slice ahead of the first prompt there (see the module), unless it is the
+        slice last encoded or a propagation runs. Superseded requests never run: the lane keeps only
+        the newest, and a waiting box always goes first."""
+        image, model = self._state.image, str(self.prompt_model.value)
+        if image is None or model in self._ahead_refused or self._runner.running(PROPAGATE):
             return
-        if image is not None and (self.boxes_layer(image) is not None or self.points_layer(image) is not None):
-            self._request(image, ())
+        word = self._prompting(image)
+        ref = None if word is None else self._state.viewed_slice(image)
+        if ref is None or self._ready == (image, model, self._state.device, ref):
+            return
+        self._request(image, (), ref)
+        self.status.value = f"preparing {where(image, ref)} for {word}…"
 
     def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef | None = None) -> None:
         """Decode ``prompts`` (none: only encode the slice); the newest boxes win, an embedding never
-        displaces waiting boxes, and a running job is never cut short (its embedding is cached)."""
+        displaces waiting boxes, and a running job is never cut short (its embedding is cached, so a
+        box on the slice being encoded ahead waits for it and runs only the decoder)."""
         ref = ref or self._state.viewed_slice(image)
         if ref is None:
             return
         request = PromptRequest(image, ref, str(self.prompt_model.value), self._state.device, prompts)
-        if not prompts:
-            self.status.value = f"encoding {ref.describe()} ahead of the first box…"
         job = Job(
             work=prompt_job,
             args=(request, self._state.models),
@@ -234,12 +290,20 @@ class PromptPanel(Container):
             self._ahead_refused.add(request.model)
 
     def _on_result(self, request: PromptRequest, result: Prediction | None) -> None:
+        """Show a proposal, or say that the viewed slice is ready; then encode ahead the slice the person
+        moved to meanwhile (a waiting box had displaced that request)."""
+        image, ref = request.layer, request.slice_ref
+        self._ready = (image, request.model, request.device, ref)
         if result is None:
-            self.status.value = f"{request.slice_ref.describe()} encoded: a box there costs only the decoder"
-        elif request.layer in self._state.viewer.layers:
-            self._show(request.layer, result)
-            where = request.slice_ref.describe()
-            self.status.value = f"{describe_prompts(request.prompts)} on {where} · {result.seconds * 1000:.0f} ms"
+            word = self._prompting(image) if image is self._state.image else None
+            if word is not None and ref == self._state.viewed_slice(image):
+                self.status.value = f"{where(image, ref)} ready for {word}: only the decoder runs"
+        elif image in self._state.viewer.layers:
+            self._show(image, result)
+            self.status.value = (
+                f"{describe_prompts(request.prompts)} on {ref.describe()} · {result.seconds * 1000:.0f} ms"
+            )
+        self._prefetch()
 
     def _show(self, image: Image, prediction: Prediction) -> None:
         if image in self._state.viewer.layers:
