@@ -41,6 +41,8 @@ UNLABELLED = -1
 _SUPPORT_PER_CLASS = 2048  # support pixels kept per class for the in-context mode
 _STEP_SLICES = 8  # slices per optimiser step of a head fit
 _STEP_WINDOW = 32  # grid cells on a side of each step's window (a 256² slice has a 64² grid)
+THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.1)  # foreground thresholds cross-validation chooses among; 0.5 is argmax
+_CALIBRATION_GAIN = 0.01  # cross-validated Dice a threshold below 0.5 must gain to be kept
 
 
 class TeachError(SlicewiseError):
@@ -80,7 +82,9 @@ class TeachReport:
     """What a teach round did and how good its model looks on the person's own slices.
 
     cv_dice: mean foreground Dice of each labelled slice predicted by a model fitted without it
-    (None with a single slice); encoder_scores: that figure for each encoder tried.
+    (None with a single slice); encoder_scores: that figure for each encoder tried; threshold:
+    the foreground probability above which a pixel is called foreground, chosen by that figure
+    (0.5: plain argmax).
     """
 
     encoder: str
@@ -93,6 +97,7 @@ class TeachReport:
     encoder_scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     rounds: int = 1
+    threshold: float = 0.5
 
     def describe(self) -> str:
         """One line for the widget and the CLI."""
@@ -101,6 +106,8 @@ class TeachReport:
             if self.cv_dice is not None
             else "label a second slice to see how good it is"
         )
+        if self.threshold != 0.5:
+            figure += f", calling foreground above probability {self.threshold:.1f}"
         how = "strokes" if self.strokes else "complete slices"
         return f"Taught {self.mode} on {self.encoder} from {self.slices} {how} in {self.seconds:.1f} s: {figure}."
 
@@ -338,12 +345,18 @@ def _fit(slices: _Slices, rows: list[int], num_classes: int, options: TeachOptio
     )
 
 
-def _slice_labels(head: torch.nn.Module, item: _Prepared) -> np.ndarray:
-    """The head's (H, W) label map of an item's slice, at the slice's own size."""
+def _log_probs(head: torch.nn.Module, item: _Prepared) -> torch.Tensor:
+    """The head's (K, H, W) class log-probabilities on an item's slice, at the slice's own size."""
     with torch.inference_mode():
         logits = F.interpolate(head.grid_logits(item.grid), item.frame, mode="bilinear", align_corners=False)
     height, width = item.example.image.shape[:2]
-    return to_slice(logits[0], height, width, item.inner).argmax(0).numpy()
+    return torch.log_softmax(to_slice(logits[0], height, width, item.inner), dim=0)
+
+
+def _labels(log_probs: torch.Tensor, background_bias: float) -> np.ndarray:
+    """The (H, W) label map with the background log-probability shifted by ``background_bias``."""
+    shifted = torch.cat([log_probs[:1] + background_bias, log_probs[1:]])
+    return shifted.argmax(0).numpy()
 
 
 def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
@@ -358,20 +371,39 @@ def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def _cross_validate(slices: _Slices, num_classes: int, options: TeachOptions) -> list[float]:
-    """Each slice's Dice from a model fitted without its fold (leave-one-slice-out up to ``folds``)."""
+def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[torch.Tensor]:
+    """Each slice's log-probabilities from a model fitted without its fold (leave-one-slice-out up
+    to ``folds``, groups of slices beyond), at half the steps."""
     items = slices.items
     if len(items) < 2:
         return []
     folds = min(options.folds, len(items))
-    scores = [0.0] * len(items)
+    held: list[torch.Tensor] = [torch.empty(0)] * len(items)
     quick = TeachOptions(**{**asdict(options), "steps": max(1, options.steps // 2)})
     for fold in range(folds):
-        held = [i for i in range(len(items)) if i % folds == fold]
         head = _fit(slices, [i for i in range(len(items)) if i % folds != fold], num_classes, quick)
-        for i in held:
-            scores[i] = _dice(_slice_labels(head, items[i]), items[i].example.target, num_classes)
-    return scores
+        for i in range(fold, len(items), folds):
+            held[i] = _log_probs(head, items[i])
+    return held
+
+
+def _calibrate(slices: _Slices, held: list[torch.Tensor], num_classes: int) -> tuple[float, list[float]]:
+    """The background bias, log(t / (1 - t)) for the foreground threshold t of ``THRESHOLDS`` with
+    the best cross-validated Dice, and each slice's held-out Dice at it.
+
+    A lower threshold than one half is kept only when it gains ``_CALIBRATION_GAIN``: with few
+    slices, argmax unless the labelled slices clearly say otherwise (thin structures do).
+    """
+    best_bias, best_scores = 0.0, []
+    for threshold in THRESHOLDS:
+        bias = float(np.log(threshold / (1 - threshold)))
+        scores = [
+            _dice(_labels(log_probs, bias), item.example.target, num_classes)
+            for log_probs, item in zip(held, slices.items, strict=True)
+        ]
+        if not best_scores or np.mean(scores) >= np.mean(best_scores) + _CALIBRATION_GAIN:
+            best_bias, best_scores = bias, scores
+    return best_bias, best_scores
 
 
 def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOptions, classes: tuple) -> dict | None:
@@ -414,6 +446,7 @@ def iter_teach(
     total = len(candidates) * (len(examples) + 1) + 1
     done = 0
     scores: dict[str, list[float]] = {}
+    biases: dict[str, float] = {}
     prepared: dict[str, _Slices] = {}
     for encoder in candidates:
         items = []
@@ -423,7 +456,8 @@ def iter_teach(
             done += 1
         prepared[encoder] = _Slices.of(items)
         yield Progress(done, total, f"cross-validate ({encoder})")
-        scores[encoder] = _cross_validate(prepared[encoder], num_classes, options)
+        held = _held_out(prepared[encoder], num_classes, options)
+        biases[encoder], scores[encoder] = _calibrate(prepared[encoder], held, num_classes) if held else (0.0, [])
         done += 1
     best = (
         max(candidates, key=lambda e: np.mean(scores[e]) if scores[e] else 0.0)
@@ -433,6 +467,7 @@ def iter_teach(
     yield Progress(done, total, f"fit ({best})")
     start = _previous_start(previous, best, options, class_names)
     head = _fit(prepared[best], list(range(len(examples))), num_classes, options, start=start)
+    head.background_bias = biases[best]
     model = _as_model(head, best, options, class_names, name)
     per_slice = scores[best]
     report = TeachReport(
@@ -444,6 +479,7 @@ def iter_teach(
         cv_dice=float(np.mean(per_slice)) if per_slice else None,
         per_slice_dice=tuple(round(s, 4) for s in per_slice),
         encoder_scores={e: round(float(np.mean(s)), 4) for e, s in scores.items() if s},
+        threshold=round(float(1 / (1 + np.exp(-biases[best]))), 3),
         seconds=time.perf_counter() - started,
         rounds=(previous.provenance.get("teach", {}).get("rounds", 0) + 1) if previous is not None else 1,
     )
@@ -480,6 +516,7 @@ def _as_model(
         head="support" if is_support else "decoder",
         hidden=options.hidden,
         bank_size=len(head.bank) if is_support else 0,
+        background_bias=head.background_bias,
     )
     module = TaughtSegmenter(frozen_encoder(encoder), head).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")

@@ -68,10 +68,24 @@ class Standardize(nn.Module):
 
 
 class GridHead(nn.Module):
-    """A head that classifies ``on_grid`` features (``grid_logits``); its logits are upsampled to the slice."""
+    """A head that classifies ``on_grid`` features (``grid_logits``); its logits are upsampled to the slice.
+
+    background_bias: added to the background logit, log(t / (1 - t)) for a foreground threshold t
+    chosen by cross-validation (0: plain argmax). A structure thinner than a grid cell never
+    gets a majority of a cell, so its probability stays below one half where it is.
+    """
+
+    background_bias: float = 0.0
+
+    def class_scores(self, grid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(N, K, h, w) logits from ``on_grid`` features, the background shifted by ``background_bias``."""
+        logits = self.class_scores(grid)
+        if self.background_bias:
+            logits = torch.cat([logits[:, :1] + self.background_bias, logits[:, 1:]], dim=1)
+        return logits
 
     def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
         logits = self.grid_logits(on_grid(levels, frame))
@@ -96,7 +110,7 @@ class DecoderHead(GridHead):
             nn.Conv2d(hidden, num_classes, 1),
         )
 
-    def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
+    def class_scores(self, grid: torch.Tensor) -> torch.Tensor:
         """(N, K, h, w) logits from ``on_grid`` features."""
         return self.classify(self.standardize(grid))
 
@@ -116,7 +130,7 @@ class SupportHead(GridHead):
         """(N, D, h, w) unit-length standardised pixel features."""
         return F.normalize(self.standardize(grid), dim=1)
 
-    def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
+    def class_scores(self, grid: torch.Tensor) -> torch.Tensor:
         """(N, K, h, w) log vote shares of the ``neighbours`` nearest support pixels."""
         query = self.embed(grid)
         n, d, h, w = query.shape
@@ -163,6 +177,7 @@ class TeachAdapter(Adapter):
         "hidden": 32,
         "bank_size": 0,
         "neighbours": 16,
+        "background_bias": 0.0,
     }
     default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
     cam_target_layer = "head.classify.3"
@@ -185,6 +200,7 @@ class TeachAdapter(Adapter):
         hidden: int,
         bank_size: int,
         neighbours: int,
+        background_bias: float,
     ) -> nn.Module:
         if in_channels != 3:
             raise CheckpointError(
@@ -197,6 +213,7 @@ class TeachAdapter(Adapter):
             module = SupportHead(channels, num_classes, max(1, bank_size), neighbours)
         else:
             raise CheckpointError(f"Unknown taught head {head!r}; the file names {', '.join(HEADS)}.")
+        module.background_bias = float(background_bias)
         return TaughtSegmenter(build_encoder(encoder), module)
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
