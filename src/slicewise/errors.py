@@ -57,6 +57,10 @@ class ModelRunError(SlicewiseError):
     """A loaded network that fails in its own forward pass on a valid slice (its settings are damaged)."""
 
 
+class RunStopped(SlicewiseError):
+    """A forward pass stopped while it ran, because a newer request made its result unneeded."""
+
+
 class OptionError(SlicewiseError, ValueError):
     """A call's option that is not one of the accepted values (an unknown method, a bad tile size, a box
     of the wrong length). A ``ValueError`` too, so callers that catch the builtin keep working."""

@@ -53,10 +53,12 @@ def encoded(widget: SlicewiseDock, image, z: int) -> bool:
     return slice_key(take_slice(image.data, SliceRef((z,)), rgb=True)) in embedding_cache(prompt_model(widget))
 
 
-def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napari_viewer, qtbot, kvasir_test):
+def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(
+    make_napari_viewer, qtbot, notifications, kvasir_test
+):
     viewer = make_napari_viewer()
-    stack, masks = np.zeros((3, 256, 256, 3), np.uint8), np.zeros((3, 256, 256), np.uint8)
-    for i, (_, picture, mask) in enumerate(kvasir_test[:3]):
+    stack, masks = np.zeros((4, 256, 256, 3), np.uint8), np.zeros((4, 256, 256), np.uint8)
+    for i, (_, picture, mask) in enumerate(kvasir_test[:4]):
         stack[i, : mask.shape[0], : mask.shape[1]], masks[i, : mask.shape[0], : mask.shape[1]] = picture, mask
     image = viewer.add_image(stack, rgb=True, name="polyps")
     viewer.dims.set_current_step(0, 0)
@@ -98,6 +100,14 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(make_napa
     qtbot.waitUntil(lambda: "1 box on slice 2" in status.value, timeout=TIMEOUT_MS)
     assert runs == [1, 1]  # one encoder forward for slice 2, not two
     assert dice_score(proposal.data[2], masks[2], 2) > 0.8
+
+    viewer.dims.set_current_step(0, 3)  # a box on another slice stops the encoding ahead of slice 3
+    qtbot.waitUntil(lambda: widget.prompts.encoding_ahead == SliceRef((3,)), timeout=TIMEOUT_MS)
+    viewer.dims.set_current_step(0, 1)
+    boxes.add_rectangles(rectangle(1, 60, 60, 120, 120))
+    qtbot.waitUntil(lambda: "3 boxes on slice 1" in status.value, timeout=TIMEOUT_MS)
+    assert runs == [1, 1] and not encoded(widget, image, 3)  # slice 3's run ended unfinished, nothing cached
+    assert not any("could not" in message or "stopped" in message for message in notifications)
 
 
 def test_no_slice_is_encoded_ahead_for_a_model_that_takes_no_prompts(make_napari_viewer, qtbot, tiny_checkpoint):

@@ -7,7 +7,7 @@ from torch import nn
 
 import slicewise
 from slicewise.core.prompting import Prompt, box_from_mask, predict_prompts
-from slicewise.errors import OptionError
+from slicewise.errors import OptionError, RunStopped
 from slicewise.models import precision
 from slicewise.models.loaded import set_precision
 
@@ -59,6 +59,21 @@ def test_onnx_twin_computes_what_torch_computes(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
     precision.onnx_twin(net, (1, 3, 32, 32))  # cached: exported once
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1
+
+
+def test_a_stopped_token_ends_its_onnx_runs_and_only_its_own(tmp_path, monkeypatch):
+    """A run under a stopped token raises RunStopped (a newer request made it unneeded); the twin
+    itself still runs for everyone else. (Stopping a run in progress: tests/_qt/test_prompts.py.)"""
+    monkeypatch.setenv("SLICEWISE_CACHE", str(tmp_path))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    twin, x = precision.onnx_twin(net, (1, 3, 16, 16), threads=1), torch.rand(1, 3, 16, 16)
+    token = precision.StopToken()
+    token.stop()
+    with precision.stopping(token), pytest.raises(RunStopped, match="newer request"):
+        twin(x)
+    with precision.stopping(precision.StopToken()):
+        assert twin(x).shape == (1, 4, 16, 16)
+    assert twin(x).shape == (1, 4, 16, 16)
 
 
 class _SizeAsConstant(nn.Module):

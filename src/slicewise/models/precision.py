@@ -29,7 +29,9 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slicewise.errors import OptionError, printable
+from slicewise.errors import OptionError, RunStopped, printable
 
 PRECISIONS = ("auto", "fp32", "bf16", "onnx")
 ENV_VAR = "SLICEWISE_PRECISION"
@@ -178,8 +180,55 @@ def _onnxruntime_available() -> bool:
     return True
 
 
+class StopToken:
+    """Stops, from any thread, the ONNX Runtime runs made under it (``with stopping(token):`` in the thread
+    that runs them): a run in progress ends within a few operators, a later one before it starts, each
+    raising ``RunStopped``. PyTorch forwards do not answer it; they run to their end. For work a newer
+    request made unneeded, such as encoding a slice the person has left."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._runs: set[Any] = set()  # onnxruntime.RunOptions of the runs in progress
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        """End the runs in progress and refuse later ones."""
+        with self._lock:
+            self.stopped = True
+            for run in self._runs:
+                run.terminate = True
+
+    @contextlib.contextmanager
+    def watching(self, run: Any) -> Iterator[None]:
+        """Within this block ``stop`` ends the run with these ``onnxruntime.RunOptions``."""
+        with self._lock:
+            if self.stopped:
+                raise RunStopped("The run was stopped before it began: a newer request replaced it.")
+            self._runs.add(run)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.discard(run)
+
+
+_STOPPING = threading.local()  # .token: the StopToken the runs made in this thread answer to
+
+
+@contextlib.contextmanager
+def stopping(token: StopToken) -> Iterator[None]:
+    """Within this block (in this thread), every ``OnnxTwin`` run answers ``token.stop()``."""
+    previous = getattr(_STOPPING, "token", None)
+    _STOPPING.token = token
+    try:
+        yield
+    finally:
+        _STOPPING.token = previous
+
+
 class OnnxTwin(nn.Module):
-    """A float32 network exported to ONNX and run by ONNX Runtime: NCHW tensor in, one tensor out."""
+    """A float32 network exported to ONNX and run by ONNX Runtime: NCHW tensor in, one tensor out; a run
+    made under ``stopping(token)`` ends when the token is stopped."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         super().__init__()
@@ -193,8 +242,18 @@ class OnnxTwin(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import onnxruntime
+
         array = x.detach().float().cpu().contiguous().numpy()
-        return torch.from_numpy(np.ascontiguousarray(self.session.run(None, {self.input_name: array})[0]))
+        run, token = onnxruntime.RunOptions(), getattr(_STOPPING, "token", None)
+        with contextlib.nullcontext() if token is None else token.watching(run):
+            try:
+                outputs = self.session.run(None, {self.input_name: array}, run)
+            except Exception as error:
+                if run.terminate:
+                    raise RunStopped("The run was stopped: a newer request replaced it.") from error
+                raise
+        return torch.from_numpy(np.ascontiguousarray(outputs[0]))
 
 
 def cache_dir() -> Path:

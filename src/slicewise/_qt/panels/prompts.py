@@ -10,13 +10,15 @@ several, make a prompt of their own) for models that take points (SAM checkpoint
 was trained with boxes only and refuses them in one sentence. While the person prompts (the
 image's boxes or points layer is shown and the prompt model takes that kind of prompt), the slice
 they rest on is encoded ahead in the worker, so the first box there costs only the decode; the
-status says when a slice is ready. "Propagate" follows the object on the viewed slice (the
+status says when a slice is ready. A box on that slice while it is being encoded waits for that one
+run; a box on another slice stops it. "Propagate" follows the object on the viewed slice (the
 person's labels there, else the proposal) to the next slices up and down, one proposal per slice,
 until it disappears.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -26,15 +28,16 @@ from napari.layers.base import ActionType
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
-from slicewise._qt.jobs import Failure, PromptRequest, prompt_job, propagate_job
+from slicewise._qt.jobs import Failure, ModelCache, PromptRequest, model_key, prompt_job, propagate_job
 from slicewise._qt.layers import show_prediction, spatial_shape
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
 from slicewise.core.prompting import Prompt, describe_prompts, with_points
 from slicewise.core.slices import take_slice
-from slicewise.core.types import Prediction, SliceRef
+from slicewise.core.types import Prediction, Progress, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.checkpoint import read_header
+from slicewise.models.precision import StopToken, stopping
 from slicewise.models.registry import get_adapter
 from slicewise.models.sources import model_names
 
@@ -50,6 +53,25 @@ SETTLE_MS = 250  # a slice the person rests on this long is encoded ahead; slice
 def where(image: Image, ref: SliceRef) -> str:
     """E.g. ``"slice 7"``, or the image's name for a 2D image, for status lines."""
     return ref.describe() if ref.index else image.name
+
+
+def same_slice(one: PromptRequest, other: PromptRequest) -> bool:
+    """Whether two requests need the same embedding: one image's slice, one model on one device."""
+    return (one.layer, one.slice_ref, model_key(one)) == (other.layer, other.slice_ref, model_key(other))
+
+
+def ahead_job(
+    request: PromptRequest, models: ModelCache, running: list[tuple[PromptRequest, StopToken]]
+) -> Generator[Progress, None, Prediction | Failure | None]:
+    """``prompt_job`` encoding a slice ahead of its first prompt, listed in ``running`` with the token that
+    stops its encoder while it runs (read in the GUI thread: a box on another slice stops it)."""
+    entry = (request, StopToken())
+    running.append(entry)
+    try:
+        with stopping(entry[1]):
+            return (yield from prompt_job(request, models))
+    finally:
+        running.remove(entry)
 
 
 def boxes_on(layer: Shapes, ref: SliceRef) -> tuple[Prompt, ...]:
@@ -100,6 +122,7 @@ class PromptPanel(Container):
         self._watched: list[Shapes | Points] = []  # boxes and points layers whose changes prompt this panel
         self._ahead_refused: set[str] = set()  # models that answered an embed-ahead with a failure
         self._ready: tuple[Any, ...] | None = None  # (image, model, device, slice) last known encoded
+        self._ahead: list[tuple[PromptRequest, StopToken]] = []  # the encoding ahead now running (its worker writes)
         self._settle = QTimer(self.native)
         self._settle.setSingleShot(True)
         self._settle.setInterval(SETTLE_MS)
@@ -114,6 +137,12 @@ class PromptPanel(Container):
         state.listen(state.viewer.dims.events.current_step, self._slice_changed)
         state.on_close(self._unwatch)
         state.on_close(self._settle.stop)
+
+    @property
+    def encoding_ahead(self) -> SliceRef | None:
+        """The slice whose encoder run ahead of a prompt is under way now, if any."""
+        running = next(iter(list(self._ahead)), None)
+        return None if running is None else running[0].slice_ref
 
     @property
     def busy(self) -> bool:
@@ -266,16 +295,18 @@ class PromptPanel(Container):
         self.status.value = f"preparing {where(image, ref)} for {word}…"
 
     def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef | None = None) -> None:
-        """Decode ``prompts`` (none: only encode the slice); the newest boxes win, an embedding never
-        displaces waiting boxes, and a running job is never cut short (its embedding is cached, so a
-        box on the slice being encoded ahead waits for it and runs only the decoder)."""
+        """Decode ``prompts`` (none: only encode the slice); the newest boxes win and an embedding never
+        displaces waiting boxes. A box on the slice being encoded ahead waits for that job and runs only
+        the decoder; a box on another slice stops it (``_stop_ahead``)."""
         ref = ref or self._state.viewed_slice(image)
         if ref is None:
             return
         request = PromptRequest(image, ref, str(self.prompt_model.value), self._state.device, prompts)
+        if prompts:
+            self._stop_ahead(request)
         job = Job(
-            work=prompt_job,
-            args=(request, self._state.models),
+            work=prompt_job if prompts else ahead_job,
+            args=(request, self._state.models) if prompts else (request, self._state.models, self._ahead),
             on_result=lambda result: self._on_result(request, result),
             on_failure=lambda failure: self._on_failure(request, failure),
             description=f"slicewise: prompting {ref.describe()}" if prompts else None,
@@ -283,6 +314,16 @@ class PromptPanel(Container):
             priority=1 if prompts else 0,
         )
         self._runner.submit(PROMPT, job)
+
+    def _stop_ahead(self, box: PromptRequest) -> None:
+        """Stop the encoding ahead of another slice than ``box``'s, so the box need not wait for a slice
+        the person left: the job is cancelled (its result dropped) and its encoder run ended where the
+        runtime can (ONNX Runtime: ``StopToken``; a PyTorch forward runs to its end first, as before).
+        A waiting box goes too: the runner would replace it by this newer one anyway."""
+        running = next(iter(list(self._ahead)), None)
+        if running is not None and not same_slice(running[0], box):
+            self._runner.cancel(PROMPT)
+            running[1].stop()
 
     def _on_failure(self, request: PromptRequest, failure: Failure) -> None:
         self.status.value = failure.message
@@ -293,10 +334,10 @@ class PromptPanel(Container):
         """Show a proposal, or say that the viewed slice is ready; then encode ahead the slice the person
         moved to meanwhile (a waiting box had displaced that request)."""
         image, ref = request.layer, request.slice_ref
-        self._ready = (image, request.model, request.device, ref)
+        known, self._ready = self._ready, (image, request.model, request.device, ref)
         if result is None:
             word = self._prompting(image) if image is self._state.image else None
-            if word is not None and ref == self._state.viewed_slice(image):
+            if word is not None and known != self._ready and ref == self._state.viewed_slice(image):
                 self.status.value = f"{where(image, ref)} ready for {word}: only the decoder runs"
         elif image in self._state.viewer.layers:
             self._show(image, result)
