@@ -1,6 +1,8 @@
-"""Screenshot of the Teach panel in use: three slices of the sample stack labelled, taught, proposed.
+"""Screenshot of the Teach panel in use: four slices of a stack labelled, taught, proposed.
 
 xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teach.py docs/images/teach.png
+xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teach.py docs/images/teach_vessels.png \
+    --dataset chase_db1 --split train --slice 6
 """
 
 from __future__ import annotations
@@ -13,32 +15,31 @@ import torch
 from screenshot import settle
 
 from slicewise._qt.dock import SlicewiseDock
-from slicewise._sample_data import kvasir_test_stack
+from slicewise.io.samples import sample_stack
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
+    parser.add_argument("--dataset", default="kvasir_seg", help="a dataset of ../shared/data")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--slice", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a busy machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     viewer = napari.Viewer(title="slicewise teach")
-    for data, kwargs, kind in kvasir_test_stack():
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    reference = viewer.layers["reference masks"]
-    reference.visible = False
-    mine = viewer.add_labels(np.zeros(reference.data.shape, np.uint8), name="my labels")
-    for z in (0, 1, 2, 3):  # the slices a person painted completely
-        mine.data[z] = reference.data[z]
+    images, masks, _ = sample_stack(args.dataset, args.split)
+    image = viewer.add_image(images, name=f"{args.dataset} {args.split}", rgb=images.ndim == 4)
+    mine = viewer.add_labels(np.zeros(masks.shape, np.uint8), name="my labels")
+    mine.data[:4] = masks[:4]  # the slices a person painted completely
     dock = SlicewiseDock(viewer)
     for name in ("restore", "predict", "review", "prompts"):
         getattr(dock, name).visible = False
     dock.native.setMaximumWidth(560)  # leave the canvas most of the window
     viewer.window.add_dock_widget(dock, name="slicewise", area="right")
     viewer.window.resize(1400, 980)
-    dock.state.image = viewer.layers["kvasir_seg test"]
+    dock.state.image = image
     dock.teach.labels.value = mine
     dock.teach.encoder.value = args.encoder
     viewer.dims.set_current_step(0, args.slice)
