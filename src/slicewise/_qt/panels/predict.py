@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QWidget
 
 from slicewise._qt.jobs import Request, modality_warning, model_key, predict_job
 from slicewise._qt.layers import show_prediction, spatial_shape
@@ -112,7 +113,7 @@ class PredictPanel(Container):
     def cancel(self) -> None:
         """Stop the running prediction at its next step and drop the waiting one."""
         if self._runner.cancel(LANE):
-            self.status.value = "cancelled"
+            self._say("cancelled")
 
     def _show(self, request: Request, prediction: Prediction) -> None:
         if request.layer not in self._state.viewer.layers:
@@ -131,8 +132,13 @@ class PredictPanel(Container):
             self.target_class.reset_choices()
         where = prediction.slice_ref.describe()
         score = "" if prediction.uncertainty_score is None else f" · uncertainty {prediction.uncertainty_score:.3f}"
-        self.status.value = f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms{score}"
+        self._say(f"{prediction.model_name} · {where} · {prediction.seconds * 1000:.0f} ms{score}")
         self._say_how_long()
+
+    def _say(self, text: str) -> None:
+        """Show ``text`` as the last result, laid out at once (see ``settle_layouts``)."""
+        self.status.value = text
+        settle_layouts(self.status.native)
 
     def _warn_once(self, request: Request) -> None:
         """Say once per model and image when the image is not what the model was trained on (and go on)."""
@@ -142,3 +148,18 @@ class PredictPanel(Container):
         if message is not None:
             self._warned.add(pair)
             show_warning(message)
+
+
+def settle_layouts(widget: QWidget | None) -> None:
+    """Lay out ``widget``'s parents now, up to the main window, rather than in later event-loop passes.
+
+    A wrapped label's new text relayouts its panel, the dock and the main window one posted event
+    after another, each pass a repaint of the whole window after the frame already due: two more
+    frames per followed slice, about 100 ms each with software OpenGL (profiled in docs/speed.md).
+    Settled now, the new geometry joins the frame that shows the prediction.
+    """
+    while widget is not None:
+        layout = widget.layout()
+        if layout is not None:
+            layout.activate()
+        widget = widget.parentWidget()
