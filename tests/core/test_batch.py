@@ -43,7 +43,7 @@ def test_tiled_and_sampled_slices_run_alone_in_the_same_stream(default_model, kv
 
 
 def test_a_stack_and_images_are_written_once_with_their_masks(default_model, kvasir_test, tmp_path):
-    images = [image[:128, :128] for _, image, _ in kvasir_test[:5]]  # 5: write_tiff stores 3 or 4 slices as RGB planes
+    images = [image[:128, :128] for _, image, _ in kvasir_test[:5]]
     stack_path = write_tiff(tmp_path / "in" / "stack.tif", np.stack(images))
     image_path = tmp_path / "in" / "one.png"
     from PIL import Image

@@ -90,6 +90,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # tifffile wants a named file or an in-memory one, not a bare descriptor
-    tifffile.imwrite(buffer, array, compression="zlib")
+    # minisblack: a stack of 3 or 4 slices is slices, not the planes of one RGB image
+    tifffile.imwrite(buffer, array, compression="zlib", photometric="minisblack")
     write_atomically(path, lambda file: file.write(buffer.getbuffer()))
     return path
