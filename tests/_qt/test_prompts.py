@@ -109,6 +109,14 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(
     assert runs == [1, 1] and not encoded(widget, image, 3)  # slice 3's run ended unfinished, nothing cached
     assert not any("could not" in message or "stopped" in message for message in notifications)
 
+    boxes.visible = False  # a hidden boxes layer: the person stopped prompting, nothing is encoded ahead
+    viewer.dims.set_current_step(0, 3)
+    qtbot.wait(2 * SETTLE_MS)
+    assert not widget.runner.running("prompt") and "3 boxes on slice 1" in status.value
+    boxes.visible = True  # shown again: prompting resumes on the viewed slice
+    qtbot.waitUntil(lambda: "slice 3 ready for boxes" in status.value, timeout=TIMEOUT_MS)
+    assert encoded(widget, image, 3)
+
 
 def test_no_slice_is_encoded_ahead_for_a_model_that_takes_no_prompts(make_napari_viewer, qtbot, tiny_checkpoint):
     viewer = make_napari_viewer()

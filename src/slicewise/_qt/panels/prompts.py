@@ -156,6 +156,7 @@ class PromptPanel(Container):
     def _unwatch(self) -> None:
         for layer in self._watched:
             layer.events.data.disconnect(self._on_prompts)
+            layer.events.visible.disconnect(self._prefetch)
 
     def boxes_layer(self, image: Image, *, create: bool = False) -> Shapes | None:
         """The boxes layer of ``image``, made now with ``create`` if there is none."""
@@ -182,6 +183,7 @@ class PromptPanel(Container):
     def _watch(self, layer: Shapes | Points | None) -> Any:
         if layer is not None and layer not in self._watched:  # also a layer an earlier dock made
             layer.events.data.connect(self._on_prompts)
+            layer.events.visible.connect(self._prefetch)  # shown again: prompting resumes
             self._watched.append(layer)
         return layer
 
