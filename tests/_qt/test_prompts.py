@@ -130,7 +130,8 @@ def test_no_slice_is_encoded_ahead_for_a_model_that_takes_no_prompts(make_napari
     viewer.dims.set_current_step(0, 1)
     qtbot.wait(2 * SETTLE_MS)
     assert not widget.runner.running("prompt") and not widget.prompts.busy
-    assert "preparing" not in widget.prompts.status.value and "ready" not in widget.prompts.status.value
+    assert "takes no box or point prompts" in widget.prompts.status.value  # nothing ran and said otherwise
+    assert not widget.state.models  # the model was not even loaded
 
 
 def test_propagate_follows_a_real_lesion_through_the_stack(make_napari_viewer, qtbot, data_dir):
