@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import napari
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QScrollArea
 
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._sample_data import kvasir_test_stack
@@ -27,21 +26,12 @@ def open_demo(model: str, viewer: napari.Viewer | None = None) -> tuple[napari.V
     image = viewer.layers["kvasir_seg test"]
     viewer.layers.selection.active = image
     widget = SlicewiseDock(viewer)
-    add_scrolling(viewer, widget)
+    viewer.window.add_dock_widget(widget, name="slicewise", area="right")
     fit_window(viewer)
     widget.state.image = image
     widget.state.model = model
     widget.predict.follow.value = True
     return viewer, widget
-
-
-def add_scrolling(viewer: napari.Viewer, widget: SlicewiseDock) -> None:
-    """Dock ``widget`` on the right in a scroll area: the dock is taller than a laptop screen, the window is not."""
-    scroll = QScrollArea()
-    scroll.setWidget(widget.native)
-    scroll.setWidgetResizable(True)
-    scroll.setMinimumWidth(widget.native.sizeHint().width() + 24)
-    viewer.window.add_dock_widget(scroll, name="slicewise", area="right")
 
 
 def fit_window(viewer: napari.Viewer, size: tuple[int, int] = WINDOW) -> None:
