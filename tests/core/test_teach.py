@@ -75,7 +75,6 @@ def test_proposals_on_a_slice_teach_encoded_reuse_its_features(polyps):
 def test_teach_runs_tinyvit_as_litemedsam_does_here_with_the_same_features(polyps):
     """TinyViT is LiteMedSAM's image encoder: teach runs it in the precision measured for LiteMedSAM
     on this machine (ONNX Runtime float32 on CPUs without bf16 units), with PyTorch's features."""
-    import torch
 
     from slicewise.models.precision import choose
 
@@ -108,14 +107,17 @@ def test_a_structure_thinner_than_the_grid_gets_the_threshold_its_held_out_slice
     argmax misses it, the threshold 0.3 finds it, and lower ones gain nothing more."""
     target = np.zeros((32, 32), dtype=np.int64)
     target[:, 15] = 1
-    probability = torch.full((32, 32), 0.05)
+    probability = np.full((32, 32), 0.05)
     probability[:, 15] = 0.35
-    held = [torch.stack([1 - probability, probability]).log()] * 2
-    items = [SimpleNamespace(example=Example(image=np.zeros((32, 32)), target=target))] * 2
-    bias, scores = _calibrate(SimpleNamespace(items=items), held, 2)
+    foreground = np.ones((32, 32), dtype=np.int64)
+
+    def held(p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # log p(vessel) - log p(background)
+        return [(np.log(p / (1 - p)), foreground)] * 2
+
+    items = SimpleNamespace(items=[SimpleNamespace(example=Example(image=np.zeros((32, 32)), target=target))] * 2)
+    bias, scores = _calibrate(items, held(probability), 2)
     assert 1 / (1 + np.exp(-bias)) == pytest.approx(0.3) and scores == [1.0, 1.0]
-    confident = [torch.stack([1 - probability * 2, probability * 2]).log()] * 2  # 0.7 on it: argmax finds it
-    assert _calibrate(SimpleNamespace(items=items), confident, 2)[0] == 0.0
+    assert _calibrate(items, held(probability * 2), 2)[0] == 0.0  # 0.7 on it: argmax finds it
 
 
 def test_the_chosen_threshold_is_in_the_model_and_its_file(polyps, tmp_path: Path):

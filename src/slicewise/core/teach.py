@@ -345,18 +345,21 @@ def _fit(slices: _Slices, rows: list[int], num_classes: int, options: TeachOptio
     )
 
 
-def _log_probs(head: torch.nn.Module, item: _Prepared) -> torch.Tensor:
-    """The head's (K, H, W) class log-probabilities on an item's slice, at the slice's own size."""
+def _held_out_margin(head: torch.nn.Module, item: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """On an item's slice, at its own size: how far the most likely foreground class's
+    log-probability is above the background's, and which class that is (1…K-1)."""
     with torch.inference_mode():
         logits = F.interpolate(head.grid_logits(item.grid), item.frame, mode="bilinear", align_corners=False)
-    height, width = item.example.image.shape[:2]
-    return torch.log_softmax(to_slice(logits[0], height, width, item.inner), dim=0)
+        height, width = item.example.image.shape[:2]
+        log_probs = torch.log_softmax(to_slice(logits[0], height, width, item.inner), dim=0)
+        best, index = log_probs[1:].max(0)
+    return (best - log_probs[0]).numpy(), (index + 1).numpy()
 
 
-def _labels(log_probs: torch.Tensor, background_bias: float) -> np.ndarray:
-    """The (H, W) label map with the background log-probability shifted by ``background_bias``."""
-    shifted = torch.cat([log_probs[:1] + background_bias, log_probs[1:]])
-    return shifted.argmax(0).numpy()
+def _labels(margin: np.ndarray, foreground: np.ndarray, background_bias: float) -> np.ndarray:
+    """The label map once ``background_bias`` is added to the background log-probability: the
+    argmax of the shifted scores, computed from the margin."""
+    return np.where(margin > background_bias, foreground, 0)
 
 
 def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
@@ -371,23 +374,25 @@ def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[torch.Tensor]:
-    """Each slice's log-probabilities from a model fitted without its fold (leave-one-slice-out up
-    to ``folds``, groups of slices beyond), at half the steps."""
+def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each slice's ``_held_out_margin`` from a model fitted without its fold (leave-one-slice-out
+    up to ``folds``, groups of slices beyond), at half the steps."""
     items = slices.items
     if len(items) < 2:
         return []
     folds = min(options.folds, len(items))
-    held: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     quick = TeachOptions(**{**asdict(options), "steps": max(1, options.steps // 2)})
     for fold in range(folds):
         head = _fit(slices, [i for i in range(len(items)) if i % folds != fold], num_classes, quick)
         for i in range(fold, len(items), folds):
-            held[i] = _log_probs(head, items[i])
-    return held
+            held[i] = _held_out_margin(head, items[i])
+    return [held[i] for i in range(len(items))]
 
 
-def _calibrate(slices: _Slices, held: list[torch.Tensor], num_classes: int) -> tuple[float, list[float]]:
+def _calibrate(
+    slices: _Slices, held: list[tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> tuple[float, list[float]]:
     """The background bias, log(t / (1 - t)) for the foreground threshold t of ``THRESHOLDS`` with
     the best cross-validated Dice, and each slice's held-out Dice at it.
 
@@ -398,8 +403,8 @@ def _calibrate(slices: _Slices, held: list[torch.Tensor], num_classes: int) -> t
     for threshold in THRESHOLDS:
         bias = float(np.log(threshold / (1 - threshold)))
         scores = [
-            _dice(_labels(log_probs, bias), item.example.target, num_classes)
-            for log_probs, item in zip(held, slices.items, strict=True)
+            _dice(_labels(margin, foreground, bias), item.example.target, num_classes)
+            for (margin, foreground), item in zip(held, slices.items, strict=True)
         ]
         if not best_scores or np.mean(scores) >= np.mean(best_scores) + _CALIBRATION_GAIN:
             best_bias, best_scores = bias, scores
