@@ -8,6 +8,7 @@ import pytest
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.panels.prompts import BOXES_KEY, SETTLE_MS
+from slicewise.core.features import FEATURES
 from slicewise.core.metrics import dice_score
 from slicewise.core.prompting import embedding_cache, slice_key
 from slicewise.core.slices import take_slice
@@ -64,6 +65,7 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(
     viewer.dims.set_current_step(0, 0)
     widget = docked(viewer, image)
     status = widget.prompts.status
+    FEATURES.clear()  # encoder runs are counted: no slice encoded by an earlier test
 
     widget.prompts.boxes_button.native.click()
     boxes = next(layer for layer in viewer.layers if layer.metadata.get(BOXES_KEY) == "polyps")
