@@ -34,12 +34,12 @@ def settle(until, seconds: float = 120) -> None:
 def draw_reference_box(viewer, widget, index: int) -> None:
     """Draw a box around the reference mask of slice ``index`` and wait for LiteMedSAM's proposal."""
     rows, cols = np.nonzero(viewer.layers["reference masks"].data[index])
-    widget.follow.value = False
+    widget.predict.follow.value = False
     widget.prompts.boxes_button.native.click()
     settle(lambda: "encoded" in widget.prompts.status.value, seconds=120)
     y0, x0, y1, x1 = rows.min(), cols.min(), rows.max(), cols.max()
     box = np.array([[index, y0, x0], [index, y0, x1], [index, y1, x1], [index, y1, x0]], float)
-    widget.prompts.boxes_layer(widget.image.value).add_rectangles(box)
+    widget.prompts.boxes_layer(widget.state.image).add_rectangles(box)
     settle(lambda: "box on" in widget.prompts.status.value, seconds=120)
     for layer in viewer.layers:  # show the box's proposal alone over the image
         owner = layer.metadata.get(META_KEY, {}).get("model")
@@ -60,9 +60,9 @@ def main() -> None:
     viewer, widget = open_demo(slicewise.DEFAULT_MODEL)
     viewer.window.resize(1400, 860)
     if args.checkpoint:
-        widget.checkpoint.value = args.checkpoint
+        widget.source.checkpoint.value = args.checkpoint
     if args.explain:
-        widget.explain.value = args.explain
+        widget.predict.explain.value = args.explain
     if args.rank:
         widget.review.rank_button.native.click()
         settle(lambda: widget.review.queue is not None, seconds=300)
@@ -72,7 +72,7 @@ def main() -> None:
     else:
         settle(
             lambda: (
-                widget._worker is None and any(layer.name.endswith(f"(slice {args.slice})") for layer in viewer.layers)
+                not widget.runner.running() and any(layer.name.endswith(f"(slice {args.slice})") for layer in viewer.layers)
             )
         )
     for layer in viewer.layers:

@@ -149,7 +149,7 @@ def test_a_destroyed_widget_saves_at_once_and_closes_the_session_cleanly(make_na
     assert autosave.recoverable_sessions(autosave_dir) == []
 
 
-def test_discard_deletes_the_offered_session(make_napari_viewer, autosave_dir, notifications):
+def test_discard_deletes_the_offered_session(make_napari_viewer, autosave_dir, notifications, qtbot):
     orphan = Session(autosave_dir)
     orphan.write("labels-1", SavedLabels("lost", np.ones((8, 8), np.uint8), saved_at=time.time()), 1)
     manifest = json.loads((orphan.path / SESSION_FILE).read_text())
@@ -160,6 +160,11 @@ def test_discard_deletes_the_offered_session(make_napari_viewer, autosave_dir, n
     widget = SlicewiseDock(viewer)
     assert not widget.restore.native.isHidden() and "lost" in widget.restore.message.value
     assert any("unsaved labels" in message for message in notifications)
+    viewer.window.add_dock_widget(widget)
+    viewer.window._qt_window.show()
+    button = widget.restore.discard_button.native
+    qtbot.waitUntil(lambda: button.isVisible())
+    assert button.height() >= button.minimumSizeHint().height()  # in the scrolling dock the offer's buttons are whole
     widget.restore.discard_button.native.click()
     assert not orphan.path.exists() and widget.restore.native.isHidden()
     assert "lost (restored)" not in viewer.layers

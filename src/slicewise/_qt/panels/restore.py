@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from magicgui.widgets import Container, Label, PushButton
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QSizePolicy
 
 from slicewise._qt.autosave import Autosaver, restore_layer
 from slicewise._qt.panels import row
@@ -32,6 +33,9 @@ class RestorePanel(Container):
         state.on_close(self.autosaver.close)
         self.message = Label(value="")
         self.message.native.setWordWrap(True)
+        # the panel's full width: Qt's layouts size a wrapped label for the width they give it,
+        # and a label narrower than that wrapped to more lines than laid out, clipping the buttons
+        self.message.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.restore_button = PushButton(text="Restore")
         self.discard_button = PushButton(text="Discard", tooltip="delete the autosaved files")
         self.extend([self.message, row(self.restore_button, self.discard_button)])
