@@ -40,7 +40,7 @@ def main() -> None:
     viewer.window.add_dock_widget(dock, name="slicewise", area="right")
     viewer.window.resize(1400, 980)
     dock.state.image = image
-    dock.teach.labels.value = mine
+    dock.teach.teach_from.value = mine
     dock.teach.encoder.value = args.encoder
     viewer.dims.set_current_step(0, args.slice)
     dock.teach.teach_button.native.click()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QLabel
 
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.panels.edit import EditPanel
@@ -34,7 +35,7 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     painted = person.data.copy()
     teach, edit = TeachPanel(state, runner), EditPanel(state, runner)
     teach.encoder.value = "efficientnet_lite0"
-    assert teach.labels.value is person and "0 = background" in teach.how.value
+    assert teach.teach_from.value is person and "0 = background" in teach.how.value
     viewer.dims.set_current_step(0, 3)
 
     teach.teach_button.native.click()
@@ -63,11 +64,13 @@ def test_teach_says_what_is_missing_and_the_stroke_convention(make_napari_viewer
     state, runner = DockState(viewer), JobRunner()
     state.image = viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
     teach = TeachPanel(state, runner)
+    shown = [label.text() for label in teach.native.findChildren(QLabel)]
+    assert {"teach from", "encoder", "mode", "labels are"} <= set(shown)  # named even before any labels layer
     teach.teach_button.native.click()
     assert "labels layer" in notifications[-1]
     teach.painted.value = STROKES
     assert "1 = background" in teach.how.value
     viewer.add_labels(np.zeros((2, 32, 32), np.uint8), name="empty")
-    assert teach.labels.value is not None
+    assert teach.teach_from.value is not None
     runner.close()
     state.close()

@@ -94,7 +94,7 @@ class TeachPanel(Container):
         super().__init__()
         self._state, self._runner = state, runner
         self.model: LoadedModel | None = None
-        self.labels = ComboBox(label="teach from", choices=self._person_layers, tooltip="your labels layer")
+        self.teach_from = ComboBox(label="teach from", choices=self._person_layers, tooltip="your labels layer")
         self.encoder = ComboBox(label="encoder", choices=["auto", *available_encoders()], value="auto")
         self.mode = ComboBox(label="mode", choices=list(MODES), value="head")
         self.painted = ComboBox(label="labels are", choices=[COMPLETE, STROKES], value=COMPLETE)
@@ -108,7 +108,7 @@ class TeachPanel(Container):
         self.status = Label(label="taught", value="nothing yet")
         for label in (self.how, self.status):
             label.native.setWordWrap(True)  # the report and the convention are sentences
-        self.extend([self.labels, self.encoder, self.mode, self.painted, self.how])
+        self.extend([self.teach_from, self.encoder, self.mode, self.painted, self.how])
         self.extend([row(self.teach_button, self.propose_button, self.propose_all_button), self.next_button])
         self.extend([self.save_path, self.save_button, self.status])
 
@@ -118,15 +118,15 @@ class TeachPanel(Container):
         self.propose_all_button.changed.connect(lambda: self.propose(every_slice=True))
         self.next_button.changed.connect(self.next_slice)
         self.save_button.changed.connect(self.save)
-        state.listen(state.viewer.layers.events.inserted, lambda _event: self.labels.reset_choices())
-        state.listen(state.viewer.layers.events.removed, lambda _event: self.labels.reset_choices())
+        state.listen(state.viewer.layers.events.inserted, lambda _event: self.teach_from.reset_choices())
+        state.listen(state.viewer.layers.events.removed, lambda _event: self.teach_from.reset_choices())
 
     def _person_layers(self, _widget: ComboBox) -> list[tuple[str, Labels]]:
         layers = self._state.viewer.layers
         return [(layer.name, layer) for layer in layers if isinstance(layer, Labels) and not is_output(layer)]
 
     def _inputs(self) -> tuple[Image, Labels] | None:
-        image, labels = self._state.image, self.labels.value
+        image, labels = self._state.image, self.teach_from.value
         if image is None or labels is None:
             show_error("Choose the image, and make or open a labels layer and paint a few slices, then press Teach.")
             return None
