@@ -3,7 +3,8 @@
     python benchmarks/predict_folder.py [--images 100] [--repeats 3] [--model polyp_unet]
 
 The baseline is the loop a person would write: read a PNG, normalise it (slicewise's own
-``prepare``, so the pixels are the same), one float32 forward at batch 1, softmax, argmax, write a
+``prepare``, so the pixels are the same), one float32 forward at batch 1, softmax, back to the
+image's size (slicewise's ``to_slice``, for models that resize, such as the default), argmax, write a
 PNG — in one process, with the network in its plain (contiguous) layout. Against it run
 ``python -m slicewise predict DIR --out OUT`` at batch 1 and at the default batch of 8 (reader and
 writer threads, the precision chosen at load), and at ``--precision fp32``. Every run is a whole
@@ -33,7 +34,8 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 import slicewise
-from slicewise.core.preprocess import prepare
+from slicewise.core.inference import to_slice
+from slicewise.core.preprocess import network_shape, prepare
 
 model = slicewise.load_model(sys.argv[3], device="cpu", precision="fp32")
 net = model.module.to(memory_format=torch.contiguous_format).eval()
@@ -42,8 +44,10 @@ with torch.inference_mode():
     for path in sorted(Path(sys.argv[1]).glob("*.png")):
         image = np.asarray(Image.open(path).convert("RGB"))
         x = torch.from_numpy(prepare(image, model.spec.input))[None]
-        logits = net(x)[0, :, : image.shape[0], : image.shape[1]]
-        labels = torch.softmax(logits, 0).numpy().argmax(0).astype(np.uint8)
+        height, width = image.shape[:2]
+        inner = network_shape(height, width, model.spec.input.size)  # a model that resizes: back to the image
+        probabilities = to_slice(torch.softmax(net(x)[0], 0), height, width, inner)
+        labels = probabilities.numpy().argmax(0).astype(np.uint8)
         Image.fromarray(labels, mode="L").save(out / path.name)
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from monai.inferers import sliding_window_inference
 
 OVERLAP = 0.25
 
@@ -36,6 +35,9 @@ def sliding_window(samples: Samples, batch: torch.Tensor, window: tuple[int, int
     The S samples of a window travel through MONAI as S·K channels, so the blend weights every
     sample alike and the mean of the blended samples is the blend of the means.
     """
+    # imported here: `import monai` loads most of MONAI (and transformers), 10-13 s on a 2-core CPU,
+    # which every process predicting with a non-MONAI model (the default) would pay for nothing
+    from monai.inferers import sliding_window_inference
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         return samples(windows).flatten(0, 1).unsqueeze(0)
