@@ -1,6 +1,6 @@
 """A folder of 100 polyp images, as whole processes: `slicewise predict` against a plain PyTorch loop.
 
-    python benchmarks/predict_folder.py [--images 100] [--repeats 3] [--model polyp_unet]
+    python benchmarks/predict_folder.py [--images 100] [--repeats 3] [--model polyp_lite0]
 
 The baseline is the loop a person would write: read a PNG, normalise it (slicewise's own
 ``prepare``, so the pixels are the same), one float32 forward at batch 1, softmax, back to the
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default="polyp_unet")
+    parser.add_argument("--model", default="polyp_lite0", help="the bundled default, or any model name or file")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="slicewise-folder-"))
     try:
