@@ -72,7 +72,8 @@ def main() -> None:
     else:
         settle(
             lambda: (
-                not widget.runner.running() and any(layer.name.endswith(f"(slice {args.slice})") for layer in viewer.layers)
+                not widget.runner.running()
+                and any(layer.name.endswith(f"(slice {args.slice})") for layer in viewer.layers)
             )
         )
     for layer in viewer.layers:
