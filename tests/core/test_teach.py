@@ -114,7 +114,7 @@ def test_a_structure_thinner_than_the_grid_gets_the_threshold_its_held_out_slice
     def held(p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # log p(vessel) - log p(background)
         return [(np.log(p / (1 - p)), foreground)] * 2
 
-    items = SimpleNamespace(items=[SimpleNamespace(example=Example(image=np.zeros((32, 32)), target=target))] * 2)
+    items = [SimpleNamespace(example=Example(image=np.zeros((32, 32)), target=target))] * 2
     bias, scores = _calibrate(items, held(probability), 2)
     assert 1 / (1 + np.exp(-bias)) == pytest.approx(0.3) and scores == [1.0, 1.0]
     assert _calibrate(items, held(probability * 2), 2)[0] == 0.0  # 0.7 on it: argmax finds it

@@ -391,7 +391,7 @@ def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[
 
 
 def _calibrate(
-    slices: _Slices, held: list[tuple[np.ndarray, np.ndarray]], num_classes: int
+    items: list[_Prepared], held: list[tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> tuple[float, list[float]]:
     """The background bias, log(t / (1 - t)) for the foreground threshold t of ``THRESHOLDS`` with
     the best cross-validated Dice, and each slice's held-out Dice at it.
@@ -404,7 +404,7 @@ def _calibrate(
         bias = float(np.log(threshold / (1 - threshold)))
         scores = [
             _dice(_labels(margin, foreground, bias), item.example.target, num_classes)
-            for (margin, foreground), item in zip(held, slices.items, strict=True)
+            for (margin, foreground), item in zip(held, items, strict=True)
         ]
         if not best_scores or np.mean(scores) >= np.mean(best_scores) + _CALIBRATION_GAIN:
             best_bias, best_scores = bias, scores
@@ -462,7 +462,7 @@ def iter_teach(
         prepared[encoder] = _Slices.of(items)
         yield Progress(done, total, f"cross-validate ({encoder})")
         held = _held_out(prepared[encoder], num_classes, options)
-        biases[encoder], scores[encoder] = _calibrate(prepared[encoder], held, num_classes) if held else (0.0, [])
+        biases[encoder], scores[encoder] = _calibrate(prepared[encoder].items, held, num_classes) if held else (0.0, [])
         done += 1
     best = (
         max(candidates, key=lambda e: np.mean(scores[e]) if scores[e] else 0.0)

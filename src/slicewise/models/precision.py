@@ -240,12 +240,11 @@ class OnnxTwin(nn.Module):
         self.path = path
         self.session = onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self._run_options = onnxruntime.RunOptions  # one per run: ``StopToken`` terminates a run through it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import onnxruntime
-
         array = x.detach().float().cpu().contiguous().numpy()
-        run, token = onnxruntime.RunOptions(), getattr(_STOPPING, "token", None)
+        run, token = self._run_options(), getattr(_STOPPING, "token", None)
         with contextlib.nullcontext() if token is None else token.watching(run):
             try:
                 outputs = self.session.run(None, {self.input_name: array}, run)

@@ -141,8 +141,12 @@ class PromptPanel(Container):
     @property
     def encoding_ahead(self) -> SliceRef | None:
         """The slice whose encoder run ahead of a prompt is under way now, if any."""
-        running = next(iter(list(self._ahead)), None)
+        running = self._running_ahead()
         return None if running is None else running[0].slice_ref
+
+    def _running_ahead(self) -> tuple[PromptRequest, StopToken] | None:
+        """The encoding ahead under way now and its stop token (a copy: its worker edits the list)."""
+        return next(iter(list(self._ahead)), None)
 
     @property
     def busy(self) -> bool:
@@ -322,7 +326,7 @@ class PromptPanel(Container):
         the person left: the job is cancelled (its result dropped) and its encoder run ended where the
         runtime can (ONNX Runtime: ``StopToken``; a PyTorch forward runs to its end first, as before).
         A waiting box goes too: the runner would replace it by this newer one anyway."""
-        running = next(iter(list(self._ahead)), None)
+        running = self._running_ahead()
         if running is not None and not same_slice(running[0], box):
             self._runner.cancel(PROMPT)
             running[1].stop()
