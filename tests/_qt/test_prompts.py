@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.panels.prompts import BOXES_KEY, SETTLE_MS
+from slicewise._qt.panels.prompts import BOXES_KEY
+from slicewise._qt.prefetch import PROMPT, SETTLE_MS
+from slicewise._qt.runner import Job, JobRunner
 from slicewise.core.features import FEATURES
 from slicewise.core.metrics import dice_score
 from slicewise.core.prompting import embedding_cache, slice_key
 from slicewise.core.slices import take_slice
-from slicewise.core.types import SliceRef
+from slicewise.core.types import Progress, SliceRef
 from slicewise.io.medical import read_volume
 
 TIMEOUT_MS = 120_000
@@ -103,8 +107,8 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(
     assert runs == [1, 1]  # one encoder forward for slice 2, not two
     assert dice_score(proposal.data[2], masks[2], 2) > 0.8
 
-    viewer.dims.set_current_step(0, 3)  # a box on another slice stops the encoding ahead of slice 3
-    qtbot.waitUntil(lambda: widget.prompts.encoding_ahead == SliceRef((3,)), timeout=TIMEOUT_MS)
+    viewer.dims.set_current_step(0, 3)  # leaving slice 3 stops its encoding ahead; the box waits for none
+    qtbot.waitUntil(lambda: widget.prompts.ahead.encoding == SliceRef((3,)), timeout=TIMEOUT_MS)
     viewer.dims.set_current_step(0, 1)
     boxes.add_rectangles(rectangle(1, 60, 60, 120, 120))
     qtbot.waitUntil(lambda: "3 boxes on slice 1" in status.value, timeout=TIMEOUT_MS)
@@ -118,6 +122,59 @@ def test_a_box_drawn_on_a_slice_proposes_the_polyp_and_accept_takes_it(
     boxes.visible = True  # shown again: prompting resumes on the viewed slice
     qtbot.waitUntil(lambda: "slice 3 ready for boxes" in status.value, timeout=TIMEOUT_MS)
     assert encoded(widget, image, 3)
+
+
+def test_leaving_a_slice_stops_its_encoding_ahead_and_the_slice_rested_on_is_encoded(
+    make_napari_viewer, qtbot, notifications, kvasir_test
+):
+    viewer = make_napari_viewer()
+    stack = np.zeros((3, 256, 256, 3), np.uint8)
+    for i, (_, picture, _mask) in enumerate(kvasir_test[:3]):
+        stack[i, : picture.shape[0], : picture.shape[1]] = picture
+    image = viewer.add_image(stack, rgb=True, name="polyps")
+    viewer.dims.set_current_step(0, 0)
+    widget = docked(viewer, image)
+    FEATURES.clear()  # encoder runs are counted: no slice encoded by an earlier test
+
+    widget.prompts.boxes_button.native.click()  # slice 0 is encoded ahead at once, once the model loads
+    qtbot.waitUntil(lambda: any(name == "lite_medsam" for name, *_ in widget.state.models), timeout=TIMEOUT_MS)
+    runs = encoder_runs(widget)
+    stale = widget.runner.current(PROMPT)
+    assert widget.prompts.ahead.encoding == SliceRef((0,)) and not runs  # its encoder runs (or is about to)
+    token = stale.args[-1]
+
+    viewer.dims.set_current_step(0, 1)  # scrolled past
+    assert token.stopped  # left: stopped at once, not after the rest
+    viewer.dims.set_current_step(0, 2)  # rested on
+    qtbot.waitUntil(lambda: "slice 2 ready for boxes" in widget.prompts.status.value, timeout=TIMEOUT_MS)
+    assert runs == [1] and encoded(widget, image, 2)  # one encoder forward finished: slice 2's
+    assert not encoded(widget, image, 0) and not encoded(widget, image, 1)  # slice 0's run ended unfinished
+    assert not any("could not" in message or "stopped" in message for message in notifications)
+
+
+def _waits(release: threading.Event, value: str):
+    yield Progress(0, 1, "started")
+    release.wait(10)
+    return value
+
+
+def _returns_box():
+    yield Progress(0, 1, "decode")
+    return "box"
+
+
+def test_a_stopped_encoding_ahead_keeps_the_box_waiting_behind_it(qtbot, notifications):
+    """The runner's side of the stop: the running job's result is dropped, the pending one still runs."""
+    runner, release, results = JobRunner(), threading.Event(), []
+    ahead = Job(work=_waits, args=(release, "ahead"), on_result=results.append, description=None)
+    runner.submit(PROMPT, ahead)
+    box = Job(work=_returns_box, on_result=results.append, description=None, priority=1)
+    runner.submit(PROMPT, box)
+    assert runner.current(PROMPT) is ahead and runner.pending(PROMPT) is box
+    assert runner.cancel(PROMPT, keep_pending=True)
+    release.set()
+    qtbot.waitUntil(lambda: results == ["box"] and runner.current(PROMPT) is None, timeout=10_000)
+    assert not notifications
 
 
 def test_no_slice_is_encoded_ahead_for_a_model_that_takes_no_prompts(make_napari_viewer, qtbot, tiny_checkpoint):

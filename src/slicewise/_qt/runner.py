@@ -3,12 +3,14 @@
 Jobs run in *lanes* (``"predict"``, ``"rank"``, ``"prompt"``, …); one job runs per lane. A job
 submitted while another runs in its lane waits as the lane's one pending job, replacing an older
 pending one (unless that has a higher ``priority``); with ``interrupt`` it also stops the running
-job at its next yield. A job yields ``Progress`` (the bar shows ``step`` of ``total`` in
-``stage``, as the core says) or results (given to ``on_yield``, one bar step each out of
-``total``); it returns its result or a ``Failure``, which becomes one notification. Any other
-exception a job raises becomes one notification too (its traceback goes to the log) and the lane
-goes on: napari's worker would otherwise swallow a ``RuntimeError`` as an "aborted thread" and
-never finish, leaving the lane blocked for the session. The explainers' batches (``core.explain``)
+job at its next yield. ``current`` and ``pending`` are a lane's two jobs; ``cancel`` stops the
+running one and drops what it still returns (and the pending one, unless told to keep it). A job
+yields ``Progress`` (the bar shows ``step`` of ``total`` in ``stage``, as the core says) or
+results (given to ``on_yield``, one bar step each out of ``total``); it returns its result or a
+``Failure``, which becomes one notification. Any other exception a job raises becomes one
+notification too (its traceback goes to the log) and the lane goes on: napari's worker would
+otherwise swallow a ``RuntimeError`` as an "aborted thread" and never finish, leaving the lane
+blocked for the session. The explainers' batches (``core.explain``)
 show on the bar as they run, and Cancel stops them between two batches. Results of a cancelled
 job, or after ``close``, are dropped.
 """
@@ -55,6 +57,7 @@ class Job:
 @dataclass(eq=False)
 class _Lane:
     worker: GeneratorWorker | None = None
+    job: Job | None = None  # the job the worker runs
     pending: Job | None = None
     cancelled: bool = False
 
@@ -71,6 +74,16 @@ class JobRunner:
         lanes = self._lanes.values() if lane is None else [self._lanes.get(lane, _Lane())]
         return any(each.worker is not None for each in lanes)
 
+    def current(self, lane: str) -> Job | None:
+        """The job running in ``lane``, if any (a cancelled one until its worker ends)."""
+        state = self._lanes.get(lane)
+        return None if state is None else state.job
+
+    def pending(self, lane: str) -> Job | None:
+        """The job waiting in ``lane`` for the running one to end, if any."""
+        state = self._lanes.get(lane)
+        return None if state is None else state.pending
+
     def submit(self, lane: str, job: Job) -> None:
         """Run ``job`` now, or as the lane's pending job once the running one ends (see the module)."""
         if self.closed:
@@ -84,12 +97,15 @@ class JobRunner:
         if job.interrupt:
             state.worker.quit()
 
-    def cancel(self, lane: str) -> bool:
-        """Stop the lane's running job at its next step and drop its pending one; whether one ran."""
+    def cancel(self, lane: str, *, keep_pending: bool = False) -> bool:
+        """Stop the lane's running job at its next step, dropping what it still returns, and drop its
+        pending one unless ``keep_pending`` (then that starts once the running one ends); whether one ran."""
         state = self._lanes.get(lane)
         if state is None or state.worker is None:
             return False
-        state.pending, state.cancelled = None, True
+        if not keep_pending:
+            state.pending = None
+        state.cancelled = True
         state.worker.quit()
         return True
 
@@ -110,7 +126,7 @@ class JobRunner:
         if bar is not None:
             worker.finished.connect(bar.close)
         worker.finished.connect(lambda: self._on_finished(lane, job))
-        state.worker = worker
+        state.worker, state.job = worker, job
         worker.start()
 
     def _on_yield(self, state: _Lane, job: Job, bar: progress | None, item: Any) -> None:
@@ -138,7 +154,7 @@ class JobRunner:
 
     def _on_finished(self, lane: str, job: Job) -> None:
         state = self._lanes[lane]
-        state.worker, state.cancelled = None, False
+        state.worker, state.job, state.cancelled = None, None, False
         if job.on_finished is not None and not self.closed:
             job.on_finished()
         if state.pending is not None and not self.closed:

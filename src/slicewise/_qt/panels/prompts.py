@@ -9,16 +9,13 @@ layer "<image> points": each click is an object (+, green) or background (−, r
 several, make a prompt of their own) for models that take points (SAM checkpoints); LiteMedSAM
 was trained with boxes only and refuses them in one sentence. While the person prompts (the
 image's boxes or points layer is shown and the prompt model takes that kind of prompt), the slice
-they rest on is encoded ahead in the worker, so the first box there costs only the decode; the
-status says when a slice is ready. A box on that slice while it is being encoded waits for that one
-run; a box on another slice stops it. "Propagate" follows the object on the viewed slice (the
-person's labels there, else the proposal) to the next slices up and down, one proposal per slice,
-until it disappears.
+they rest on is encoded ahead (``slicewise._qt.prefetch``), so the first box there costs only the
+decode. "Propagate" follows the object on the viewed slice (the person's labels there, else the
+proposal) to the next slices up and down, one proposal per slice, until it disappears.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -26,18 +23,17 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.layers import Image, Points, Shapes
 from napari.layers.base import ActionType
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
 
-from slicewise._qt.jobs import Failure, ModelCache, PromptRequest, model_key, prompt_job, propagate_job
+from slicewise._qt.jobs import PromptRequest, prompt_job, propagate_job
 from slicewise._qt.layers import show_prediction, spatial_shape
+from slicewise._qt.prefetch import PROMPT, PROPAGATE, Prefetch
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
 from slicewise.core.prompting import Prompt, describe_prompts, with_points
 from slicewise.core.slices import take_slice
-from slicewise.core.types import Prediction, Progress, SliceRef
+from slicewise.core.types import Prediction, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.checkpoint import read_header
-from slicewise.models.precision import StopToken, stopping
 from slicewise.models.registry import get_adapter
 from slicewise.models.sources import model_names
 
@@ -46,32 +42,6 @@ POINTS_KEY = "slicewise_points"  # metadata of a points layer: the name of the i
 OBJECT, BACKGROUND = "object (+)", "background (−)"  # what a click adds
 POINT_COLOURS = {True: "lime", False: "red"}
 _SETTLED = (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED)
-PROMPT, PROPAGATE = "prompt", "propagate"  # the runner's lanes
-SETTLE_MS = 250  # a slice the person rests on this long is encoded ahead; slices scrolled past are not
-
-
-def where(image: Image, ref: SliceRef) -> str:
-    """E.g. ``"slice 7"``, or the image's name for a 2D image, for status lines."""
-    return ref.describe() if ref.index else image.name
-
-
-def same_slice(one: PromptRequest, other: PromptRequest) -> bool:
-    """Whether two requests need the same embedding: one image's slice, one model on one device."""
-    return (one.layer, one.slice_ref, model_key(one)) == (other.layer, other.slice_ref, model_key(other))
-
-
-def ahead_job(
-    request: PromptRequest, models: ModelCache, running: list[tuple[PromptRequest, StopToken]]
-) -> Generator[Progress, None, Prediction | Failure | None]:
-    """``prompt_job`` encoding a slice ahead of its first prompt, listed in ``running`` with the token that
-    stops its encoder while it runs (read in the GUI thread: a box on another slice stops it)."""
-    entry = (request, StopToken())
-    running.append(entry)
-    try:
-        with stopping(entry[1]):
-            return (yield from prompt_job(request, models))
-    finally:
-        running.remove(entry)
 
 
 def boxes_on(layer: Shapes, ref: SliceRef) -> tuple[Prompt, ...]:
@@ -120,33 +90,15 @@ class PromptPanel(Container):
         self.extend([self.prompt_model, self.boxes_button, self.points_button, self.point_kind])
         self.extend([self.propagate_button, self.status])
         self._watched: list[Shapes | Points] = []  # boxes and points layers whose changes prompt this panel
-        self._ahead_refused: set[str] = set()  # models that answered an embed-ahead with a failure
-        self._ready: tuple[Any, ...] | None = None  # (image, model, device, slice) last known encoded
-        self._ahead: list[tuple[PromptRequest, StopToken]] = []  # the encoding ahead now running (its worker writes)
-        self._settle = QTimer(self.native)
-        self._settle.setSingleShot(True)
-        self._settle.setInterval(SETTLE_MS)
-        self._settle.timeout.connect(self._prefetch)
+        self.ahead = Prefetch(state, runner, self.prompt_model, self.status, self._prompting)
         self.boxes_button.changed.connect(self.draw_boxes)
         self.points_button.changed.connect(self.place_points)
         self.point_kind.changed.connect(self._point_kind_changed)
         self.propagate_button.changed.connect(self.propagate)
-        self.prompt_model.changed.connect(self._prefetch)
+        self.prompt_model.changed.connect(self.ahead.request)
         state.events.opened_models.connect(lambda: self.prompt_model.reset_choices())
-        state.events.image.connect(self._prefetch)
-        state.listen(state.viewer.dims.events.current_step, self._slice_changed)
+        state.events.image.connect(self.ahead.request)
         state.on_close(self._unwatch)
-        state.on_close(self._settle.stop)
-
-    @property
-    def encoding_ahead(self) -> SliceRef | None:
-        """The slice whose encoder run ahead of a prompt is under way now, if any."""
-        running = self._running_ahead()
-        return None if running is None else running[0].slice_ref
-
-    def _running_ahead(self) -> tuple[PromptRequest, StopToken] | None:
-        """The encoding ahead under way now and its stop token (a copy: its worker edits the list)."""
-        return next(iter(list(self._ahead)), None)
 
     @property
     def busy(self) -> bool:
@@ -160,7 +112,7 @@ class PromptPanel(Container):
     def _unwatch(self) -> None:
         for layer in self._watched:
             layer.events.data.disconnect(self._on_prompts)
-            layer.events.visible.disconnect(self._prefetch)
+            layer.events.visible.disconnect(self.ahead.request)
 
     def boxes_layer(self, image: Image, *, create: bool = False) -> Shapes | None:
         """The boxes layer of ``image``, made now with ``create`` if there is none."""
@@ -187,7 +139,7 @@ class PromptPanel(Container):
     def _watch(self, layer: Shapes | Points | None) -> Any:
         if layer is not None and layer not in self._watched:  # also a layer an earlier dock made
             layer.events.data.connect(self._on_prompts)
-            layer.events.visible.connect(self._prefetch)  # shown again: prompting resumes
+            layer.events.visible.connect(self.ahead.request)  # shown again: prompting resumes
             self._watched.append(layer)
         return layer
 
@@ -226,7 +178,7 @@ class PromptPanel(Container):
         model = str(self.prompt_model.value)
         if self._prompt_kinds(model) == ():
             self.status.value = f"{model} takes no box or point prompts; choose lite_medsam or a SAM checkpoint."
-        self._prefetch()
+        self.ahead.request()
 
     def _point_kind_changed(self, *_: Any) -> None:
         positive = self.point_kind.value == OBJECT
@@ -259,10 +211,6 @@ class PromptPanel(Container):
         else:
             self.status.value = f"no boxes or points on {ref.describe()}; Reject removes the last proposal"
 
-    def _slice_changed(self) -> None:
-        """The viewed slice changed: encode it ahead once the person rests on it (``SETTLE_MS``)."""
-        self._settle.start()
-
     def _prompt_kinds(self, model: str) -> tuple[str, ...] | None:
         """The prompts ``model`` takes ("box", "points"; () for none), known without loading it: a loaded
         model's adapter says, else a packaged model's name or a checkpoint's header names its
@@ -286,71 +234,31 @@ class PromptPanel(Container):
             (word for kind, layer, word in layers if kind in kinds and layer is not None and layer.visible), None
         )
 
-    def _prefetch(self, *_: Any) -> None:
-        """Encode the viewed slice ahead of the first prompt there (see the module), unless it is the
-        slice last encoded or a propagation runs. Superseded requests never run: the lane keeps only
-        the newest, and a waiting box always goes first."""
-        image, model = self._state.image, str(self.prompt_model.value)
-        if image is None or model in self._ahead_refused or self._runner.running(PROPAGATE):
-            return
-        word = self._prompting(image)
-        ref = None if word is None else self._state.viewed_slice(image)
-        if ref is None or self._ready == (image, model, self._state.device, ref):
-            return
-        self._request(image, (), ref)
-        self.status.value = f"preparing {where(image, ref)} for {word}…"
-
-    def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef | None = None) -> None:
-        """Decode ``prompts`` (none: only encode the slice); the newest boxes win and an embedding never
-        displaces waiting boxes. A box on the slice being encoded ahead waits for that job and runs only
-        the decoder; a box on another slice stops it (``_stop_ahead``)."""
-        ref = ref or self._state.viewed_slice(image)
-        if ref is None:
-            return
+    def _request(self, image: Image, prompts: tuple[Prompt, ...], ref: SliceRef) -> None:
+        """Decode ``prompts``: the newest boxes win, and an encoding ahead of another slice stops for them."""
         request = PromptRequest(image, ref, str(self.prompt_model.value), self._state.device, prompts)
-        if prompts:
-            self._stop_ahead(request)
+        self.ahead.stop_for(request)
         job = Job(
-            work=prompt_job if prompts else ahead_job,
-            args=(request, self._state.models) if prompts else (request, self._state.models, self._ahead),
+            work=prompt_job,
+            args=(request, self._state.models),
             on_result=lambda result: self._on_result(request, result),
-            on_failure=lambda failure: self._on_failure(request, failure),
-            description=f"slicewise: prompting {ref.describe()}" if prompts else None,
+            on_failure=lambda failure: setattr(self.status, "value", failure.message),
+            description=f"slicewise: prompting {ref.describe()}",
             interrupt=False,
-            priority=1 if prompts else 0,
+            priority=1,
         )
         self._runner.submit(PROMPT, job)
 
-    def _stop_ahead(self, box: PromptRequest) -> None:
-        """Stop the encoding ahead of another slice than ``box``'s, so the box need not wait for a slice
-        the person left: the job is cancelled (its result dropped) and its encoder run ended where the
-        runtime can (ONNX Runtime: ``StopToken``; a PyTorch forward runs to its end first, as before).
-        A waiting box goes too: the runner would replace it by this newer one anyway."""
-        running = self._running_ahead()
-        if running is not None and not same_slice(running[0], box):
-            self._runner.cancel(PROMPT)
-            running[1].stop()
-
-    def _on_failure(self, request: PromptRequest, failure: Failure) -> None:
-        self.status.value = failure.message
-        if not request.prompts:  # no more encoding ahead with this model: one notification is enough
-            self._ahead_refused.add(request.model)
-
-    def _on_result(self, request: PromptRequest, result: Prediction | None) -> None:
-        """Show a proposal, or say that the viewed slice is ready; then encode ahead the slice the person
-        moved to meanwhile (a waiting box had displaced that request)."""
+    def _on_result(self, request: PromptRequest, result: Prediction) -> None:
+        """Show the proposal; then encode ahead the slice the person moved to meanwhile."""
         image, ref = request.layer, request.slice_ref
-        known, self._ready = self._ready, (image, request.model, request.device, ref)
-        if result is None:
-            word = self._prompting(image) if image is self._state.image else None
-            if word is not None and known != self._ready and ref == self._state.viewed_slice(image):
-                self.status.value = f"{where(image, ref)} ready for {word}: only the decoder runs"
-        elif image in self._state.viewer.layers:
+        self.ahead.encoded(request)
+        if image in self._state.viewer.layers:
             self._show(image, result)
             self.status.value = (
                 f"{describe_prompts(request.prompts)} on {ref.describe()} · {result.seconds * 1000:.0f} ms"
             )
-        self._prefetch()
+        self.ahead.request()
 
     def _show(self, image: Image, prediction: Prediction) -> None:
         if image in self._state.viewer.layers:
