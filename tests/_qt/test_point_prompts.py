@@ -10,7 +10,8 @@ import pytest
 
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.panels.prompts import BACKGROUND, POINTS_KEY, points_on
+from slicewise._qt.panels.prompts import BACKGROUND
+from slicewise._qt.prompt_layers import POINTS_KEY, points_on
 from slicewise.core.prompting import describe_prompts, with_points
 from slicewise.core.types import SliceRef
 from slicewise.models.checkpoint import save_checkpoint

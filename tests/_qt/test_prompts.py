@@ -9,8 +9,8 @@ import pytest
 
 from slicewise._qt.dock import SlicewiseDock
 from slicewise._qt.layers import META_KEY
-from slicewise._qt.panels.prompts import BOXES_KEY
 from slicewise._qt.prefetch import PROMPT, SETTLE_MS
+from slicewise._qt.prompt_layers import BOXES_KEY
 from slicewise._qt.runner import Job, JobRunner
 from slicewise.core.features import FEATURES
 from slicewise.core.metrics import dice_score

@@ -25,11 +25,21 @@ from napari.layers.base import ActionType
 from napari.utils.notifications import show_info
 
 from slicewise._qt.jobs import PromptRequest, prompt_job, propagate_job
-from slicewise._qt.layers import show_prediction, spatial_shape
+from slicewise._qt.layers import show_prediction
 from slicewise._qt.prefetch import PROMPT, PROPAGATE, Prefetch
+from slicewise._qt.prompt_layers import (
+    BOXES_KEY,
+    POINT_COLOURS,
+    POINTS_KEY,
+    add_boxes,
+    add_points,
+    image_of,
+    prompt_layer,
+    prompts_on,
+)
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
-from slicewise.core.prompting import Prompt, describe_prompts, with_points
+from slicewise.core.prompting import Prompt, describe_prompts
 from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, SliceRef
 from slicewise.errors import SlicewiseError
@@ -37,39 +47,8 @@ from slicewise.models.checkpoint import read_header
 from slicewise.models.registry import get_adapter
 from slicewise.models.sources import model_names
 
-BOXES_KEY = "slicewise_boxes"  # metadata of a boxes layer: the name of the image it prompts
-POINTS_KEY = "slicewise_points"  # metadata of a points layer: the name of the image it prompts
 OBJECT, BACKGROUND = "object (+)", "background (−)"  # what a click adds
-POINT_COLOURS = {True: "lime", False: "red"}
 _SETTLED = (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED)
-
-
-def boxes_on(layer: Shapes, ref: SliceRef) -> tuple[Prompt, ...]:
-    """The rectangles of ``layer`` lying on slice ``ref``, as box prompts in slice pixels."""
-    prompts = []
-    for shape_type, vertices in zip(layer.shape_type, layer.data, strict=True):
-        leading = tuple(int(round(v)) for v in vertices[0, :-2])
-        if shape_type == "rectangle" and leading == ref.index:
-            rows, cols = vertices[:, -2], vertices[:, -1]
-            prompts.append(Prompt(box=(cols.min(), rows.min(), cols.max(), rows.max())))
-    return tuple(prompts)
-
-
-def points_on(layer: Points, ref: SliceRef) -> tuple[tuple[tuple[float, float], ...], tuple[int, ...]]:
-    """The points of ``layer`` on slice ``ref`` as (x, y) slice pixels, and their labels (1 object, 0 background)."""
-    positive = layer.features["positive"] if "positive" in layer.features else [True] * len(layer.data)
-    kept = [
-        ((float(point[-1]), float(point[-2])), int(bool(sign)))
-        for point, sign in zip(layer.data, positive, strict=True)
-        if tuple(int(round(v)) for v in point[:-2]) == ref.index
-    ]
-    return tuple(p for p, _ in kept), tuple(label for _, label in kept)
-
-
-def prompts_on(boxes: Shapes | None, points: Points | None, ref: SliceRef) -> tuple[Prompt, ...]:
-    """Every prompt on slice ``ref``: its boxes, and its points joined to them (``core.prompting.with_points``)."""
-    coords, labels = points_on(points, ref) if points is not None else ((), ())
-    return with_points(boxes_on(boxes, ref) if boxes is not None else (), coords, labels)
 
 
 class PromptPanel(Container):
@@ -116,25 +95,10 @@ class PromptPanel(Container):
 
     def boxes_layer(self, image: Image, *, create: bool = False) -> Shapes | None:
         """The boxes layer of ``image``, made now with ``create`` if there is none."""
-        viewer = self._state.viewer
-        layer = self._layer_for(Shapes, BOXES_KEY, image)
+        layer = prompt_layer(self._state.viewer, Shapes, BOXES_KEY, image)
         if layer is None and create:
-            layer = viewer.add_shapes(
-                ndim=len(spatial_shape(image)),
-                name=f"{image.name} boxes",
-                scale=image.scale,
-                translate=image.translate,
-                edge_color="yellow",
-                face_color="transparent",
-                edge_width=2,
-                metadata={BOXES_KEY: image.name},
-            )
+            layer = add_boxes(self._state.viewer, image)
         return self._watch(layer)
-
-    def _layer_for(self, kind: type, key: str, image: Image) -> Any:
-        """The ``kind`` layer slicewise made for ``image`` (its metadata ``key`` names the image), or None."""
-        layers = self._state.viewer.layers
-        return next((lay for lay in layers if isinstance(lay, kind) and lay.metadata.get(key) == image.name), None)
 
     def _watch(self, layer: Shapes | Points | None) -> Any:
         if layer is not None and layer not in self._watched:  # also a layer an earlier dock made
@@ -145,19 +109,9 @@ class PromptPanel(Container):
 
     def points_layer(self, image: Image, *, create: bool = False) -> Points | None:
         """The points layer of ``image``, made now with ``create`` if there is none."""
-        viewer = self._state.viewer
-        layer = self._layer_for(Points, POINTS_KEY, image)
+        layer = prompt_layer(self._state.viewer, Points, POINTS_KEY, image)
         if layer is None and create:
-            layer = viewer.add_points(
-                ndim=len(spatial_shape(image)),
-                name=f"{image.name} points",
-                scale=image.scale,
-                translate=image.translate,
-                features={"positive": np.zeros(0, bool)},
-                border_color="white",
-                size=max(4.0, min(spatial_shape(image)[-2:]) / 40) * float(image.scale[-1]),
-                metadata={POINTS_KEY: image.name},
-            )
+            layer = add_points(self._state.viewer, image)
             self._point_kind_changed()
         return self._watch(layer)
 
@@ -193,15 +147,11 @@ class PromptPanel(Container):
         """Add (or pick) the image's boxes layer in rectangle mode and embed the viewed slice ahead."""
         self._start_prompting("boxes are drawn", self.boxes_layer, "add_rectangle")
 
-    def _image_of(self, layer: Shapes | Points) -> Image | None:
-        name = layer.metadata.get(BOXES_KEY, layer.metadata.get(POINTS_KEY))
-        return next((lay for lay in self._state.viewer.layers if isinstance(lay, Image) and lay.name == name), None)
-
     def _on_prompts(self, event: Any) -> None:
         """A box or point was added, moved, resized or deleted: prompt with every box and point on the viewed slice."""
         if event.action not in _SETTLED:
             return
-        image = self._image_of(event.source)
+        image = image_of(self._state.viewer, event.source)
         ref = None if image is None else self._state.viewed_slice(image)
         if ref is None:
             return
