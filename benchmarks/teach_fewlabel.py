@@ -59,7 +59,7 @@ def _train_subset(dataset: str, n: int, seed: int = 0) -> tuple[list[np.ndarray]
     return [images[i] for i in chosen], [masks[i] for i in chosen]
 
 
-def accuracy(tasks: list[str], sizes: list[int], encoders: list[str]) -> list[dict]:
+def accuracy(tasks: list[str], sizes: list[int], encoders: list[str], modes: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         tests = {task: _load(task, "test")}
@@ -71,7 +71,7 @@ def accuracy(tasks: list[str], sizes: list[int], encoders: list[str]) -> list[di
                 continue
             images, masks = _train_subset(task, n)
             # "auto" keeps the encoder with the best cross-validated Dice: read it off the cv column
-            variants = [(e, mode) for mode in ("head", "in-context") for e in encoders]
+            variants = [(e, mode) for mode in modes for e in encoders]
             for encoder, mode in variants:
                 started = time.perf_counter()
                 model, report = teach(images, masks, options=TeachOptions(encoder=encoder, mode=mode))
@@ -82,6 +82,8 @@ def accuracy(tasks: list[str], sizes: list[int], encoders: list[str]) -> list[di
                     "encoder": encoder if encoder != "auto" else f"auto→{report.encoder}",
                     "mode": mode,
                     "cv_dice": report.cv_dice,
+                    "threshold": report.threshold,
+                    "outlines": report.outlines,
                     "teach_s": round(seconds, 1),
                 }
                 for name, (test_images, test_masks) in tests.items():
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", type=int, default=[5, 10, 20, 40])
     parser.add_argument("--supports", nargs="*", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--encoders", nargs="+", default=["efficientnet_lite0", "tinyvit_litemedsam"])
+    parser.add_argument("--modes", nargs="+", default=["head", "in-context"])
     parser.add_argument("--speed-encoders", nargs="*", default=["efficientnet_lite0", "tinyvit_litemedsam"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--test-limit", type=int, help="score on the first N test images of each set only")
@@ -168,8 +171,8 @@ def main() -> None:
         "dice_cvc_clinicdb": round(_score(baseline, *cvc), 3),
     }
     print(json.dumps(results["baseline"]), flush=True)
-    results["accuracy"] = accuracy(args.tasks, args.sizes, args.encoders)
-    results["in_context"] = in_context_curve(args.tasks, args.supports, args.encoders[0])
+    results["accuracy"] = accuracy(args.tasks, args.sizes, args.encoders, args.modes)
+    results["in_context"] = in_context_curve(args.tasks, args.supports, args.encoders[0]) if args.supports else []
     print("\n| task | labels | encoder | mode | cv Dice | test Dice | other hospital | ratio to baseline there | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in results["accuracy"]:

@@ -109,12 +109,12 @@ def test_a_structure_thinner_than_the_grid_gets_the_threshold_its_held_out_slice
     target[:, 15] = 1
     probability = np.full((32, 32), 0.05)
     probability[:, 15] = 0.35
-    foreground = np.ones((32, 32), dtype=np.int64)
 
-    def held(p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # log p(vessel) - log p(background)
-        return [(np.log(p / (1 - p)), foreground)] * 2
+    def held(p: np.ndarray) -> list[torch.Tensor]:  # held-out logits: log p(background), log p(vessel)
+        return [torch.from_numpy(np.log(np.stack([1 - p, p])))[None].float()] * 2
 
-    items = [SimpleNamespace(example=Example(image=np.zeros((32, 32)), target=target))] * 2
+    example = Example(image=np.zeros((32, 32)), target=target)
+    items = [SimpleNamespace(example=example, frame=(32, 32), inner=(32, 32))] * 2
     bias, scores = _calibrate(items, held(probability), 2)
     assert 1 / (1 + np.exp(-bias)) == pytest.approx(0.3) and scores == [1.0, 1.0]
     assert _calibrate(items, held(probability * 2), 2)[0] == 0.0  # 0.7 on it: argmax finds it

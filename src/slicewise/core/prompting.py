@@ -28,6 +28,7 @@ from slicewise.core.slices import take_slice
 from slicewise.core.types import Prediction, Progress, SliceRef
 from slicewise.core.uncertainty import normalized_entropy, slice_score
 from slicewise.errors import OptionError, SlicewiseError, printable
+from slicewise.models.adapters.box_refine import widened_box
 from slicewise.models.loaded import LoadedModel
 
 Box = tuple[float, float, float, float]
@@ -303,9 +304,7 @@ def box_from_mask(mask: np.ndarray, *, margin: float = 0.05) -> Box | None:
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return None
-    y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
-    grow_x, grow_y = max(1.0, margin * (x1 - x0 + 1)), max(1.0, margin * (y1 - y0 + 1))
-    return (x0 - grow_x, y0 - grow_y, x1 + grow_x, y1 + grow_y)
+    return widened_box((int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max())), margin)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ labelled slices only. Two modes:
 Two ways to label: complete slices (every pixel is a class, 0 = background), or strokes
 (ilastik's way: 0 = not labelled, 1 = background, 2… = the classes), for which only painted
 pixels count. With ``encoder="auto"`` each installed encoder is scored by cross-validation on
-the person's own slices and the best one is kept: nothing here knows which dataset it sees.
+the person's own slices and the best one is kept: nothing here knows which dataset it sees. The
+same held-out predictions choose the foreground threshold and, on TinyViT features, whether
+LiteMedSAM outlines the head's regions (``models.adapters.box_refine``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from slicewise.core.inference import run_to_end, to_slice
 from slicewise.core.preprocess import resize_long_side
 from slicewise.core.types import Progress
 from slicewise.errors import SlicewiseError
-from slicewise.models.adapters.teach import GRID, DecoderHead, Standardize, SupportHead, TaughtSegmenter, on_grid
+from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, shared_refiner
+from slicewise.models.adapters.teach import (
+    GRID,
+    DecoderHead,
+    Standardize,
+    SupportHead,
+    TaughtSegmenter,
+    on_grid,
+    with_background_bias,
+)
 from slicewise.models.encoders import available_encoders, get_encoder, weights_path
 from slicewise.models.loaded import LoadedModel
 from slicewise.models.registry import get_adapter, make_spec
@@ -84,7 +95,8 @@ class TeachReport:
     cv_dice: mean foreground Dice of each labelled slice predicted by a model fitted without it
     (None with a single slice); encoder_scores: that figure for each encoder tried; threshold:
     the foreground probability above which a pixel is called foreground, chosen by that figure
-    (0.5: plain argmax).
+    (0.5: plain argmax); outlines: whether LiteMedSAM redraws each region from a box around it,
+    also chosen by that figure.
     """
 
     encoder: str
@@ -98,6 +110,7 @@ class TeachReport:
     seconds: float = 0.0
     rounds: int = 1
     threshold: float = 0.5
+    outlines: bool = False
 
     def describe(self) -> str:
         """One line for the widget and the CLI."""
@@ -108,6 +121,8 @@ class TeachReport:
         )
         if self.threshold != 0.5:
             figure += f", calling foreground above probability {self.threshold:.1f}"
+        if self.outlines:
+            figure += ", outlines drawn by LiteMedSAM from a box around each region"
         how = "strokes" if self.strokes else "complete slices"
         return f"Taught {self.mode} on {self.encoder} from {self.slices} {how} in {self.seconds:.1f} s: {figure}."
 
@@ -190,6 +205,7 @@ class _Prepared:
     """An example on the head's grid: features, soft class targets and the labelled share per cell."""
 
     grid: torch.Tensor  # (1, D, h, w)
+    embedding: torch.Tensor  # (1, C, h', w'): the encoder's finest map, which a box refiner decodes
     soft: torch.Tensor  # (1, K, h, w), rows summing to 1 where labelled
     weight: torch.Tensor  # (1, 1, h, w), the labelled fraction of each cell
     example: Example
@@ -209,7 +225,7 @@ def _prepare(example: Example, encoder: str, num_classes: int) -> _Prepared:
     counts = counts[..., : grid.shape[-2], : grid.shape[-1]]
     weight = counts[:, 1:].sum(1, keepdim=True)
     soft = counts[:, 1:] / weight.clamp_min(1e-6)
-    return _Prepared(grid, soft, weight, example, features.inner, frame)
+    return _Prepared(grid, features.maps[0], soft, weight, example, features.inner, frame)
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,14 +361,18 @@ def _fit(slices: _Slices, rows: list[int], num_classes: int, options: TeachOptio
     )
 
 
-def _held_out_margin(head: torch.nn.Module, item: _Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """On an item's slice, at its own size: how far the most likely foreground class's
-    log-probability is above the background's, and which class that is (1…K-1)."""
+def _frame_logits(head: torch.nn.Module, item: _Prepared) -> torch.Tensor:
+    """(1, K, H', W') logits of ``head`` on an item's slice, in the encoder's frame."""
     with torch.inference_mode():
-        logits = F.interpolate(head.grid_logits(item.grid), item.frame, mode="bilinear", align_corners=False)
-        height, width = item.example.image.shape[:2]
-        log_probs = torch.log_softmax(to_slice(logits[0], height, width, item.inner), dim=0)
-        best, index = log_probs[1:].max(0)
+        return F.interpolate(head.grid_logits(item.grid), item.frame, mode="bilinear", align_corners=False)
+
+
+def _margin(logits: torch.Tensor, item: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """From frame ``logits``, on the item's slice at its own size: how far the most likely
+    foreground class's log-probability is above the background's, and which class that is (1…K-1)."""
+    height, width = item.example.image.shape[:2]
+    log_probs = torch.log_softmax(to_slice(logits[0], height, width, item.inner), dim=0)
+    best, index = log_probs[1:].max(0)
     return (best - log_probs[0]).numpy(), (index + 1).numpy()
 
 
@@ -374,41 +394,56 @@ def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each slice's ``_held_out_margin`` from a model fitted without its fold (leave-one-slice-out
+def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[torch.Tensor]:
+    """Each slice's ``_frame_logits`` from a model fitted without its fold (leave-one-slice-out
     up to ``folds``, groups of slices beyond), at half the steps."""
     items = slices.items
     if len(items) < 2:
         return []
     folds = min(options.folds, len(items))
-    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    held: dict[int, torch.Tensor] = {}
     quick = TeachOptions(**{**asdict(options), "steps": max(1, options.steps // 2)})
     for fold in range(folds):
         head = _fit(slices, [i for i in range(len(items)) if i % folds != fold], num_classes, quick)
         for i in range(fold, len(items), folds):
-            held[i] = _held_out_margin(head, items[i])
+            held[i] = _frame_logits(head, items[i])
     return [held[i] for i in range(len(items))]
 
 
-def _calibrate(
-    items: list[_Prepared], held: list[tuple[np.ndarray, np.ndarray]], num_classes: int
-) -> tuple[float, list[float]]:
+def _calibrate(items: list[_Prepared], held: list[torch.Tensor], num_classes: int) -> tuple[float, list[float]]:
     """The background bias, log(t / (1 - t)) for the foreground threshold t of ``THRESHOLDS`` with
     the best cross-validated Dice, and each slice's held-out Dice at it.
 
     A lower threshold than one half is kept only when it gains ``_CALIBRATION_GAIN``: with few
     slices, argmax unless the labelled slices clearly say otherwise (thin structures do).
     """
+    margins = [_margin(logits, item) for logits, item in zip(held, items, strict=True)]
     best_bias, best_scores = 0.0, []
     for threshold in THRESHOLDS:
         bias = float(np.log(threshold / (1 - threshold)))
         scores = [
             _dice(_labels(margin, foreground, bias), item.example.target, num_classes)
-            for (margin, foreground), item in zip(held, items, strict=True)
+            for (margin, foreground), item in zip(margins, items, strict=True)
         ]
         if not best_scores or np.mean(scores) >= np.mean(best_scores) + _CALIBRATION_GAIN:
             best_bias, best_scores = bias, scores
     return best_bias, best_scores
+
+
+def _refines(
+    items: list[_Prepared], held: list[torch.Tensor], bias: float, scores: list[float], num_classes: int
+) -> tuple[bool, list[float]]:
+    """Whether LiteMedSAM's outlines (``box_refine``) raise the cross-validated Dice of the held-out
+    predictions at ``bias`` by ``_CALIBRATION_GAIN`` over ``scores``, and the scores then kept."""
+    refiner = shared_refiner()
+    refined = []
+    with torch.inference_mode():
+        for logits, item in zip(held, items, strict=True):
+            margin, foreground = _margin(refiner(item.embedding, with_background_bias(logits, bias)), item)
+            refined.append(_dice(_labels(margin, foreground, 0.0), item.example.target, num_classes))
+    if np.mean(refined) >= np.mean(scores) + _CALIBRATION_GAIN:
+        return True, refined
+    return False, scores
 
 
 def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOptions, classes: tuple) -> dict | None:
@@ -452,6 +487,7 @@ def iter_teach(
     done = 0
     scores: dict[str, list[float]] = {}
     biases: dict[str, float] = {}
+    refine: dict[str, bool] = {}
     prepared: dict[str, _Slices] = {}
     for encoder in candidates:
         items = []
@@ -463,6 +499,12 @@ def iter_teach(
         yield Progress(done, total, f"cross-validate ({encoder})")
         held = _held_out(prepared[encoder], num_classes, options)
         biases[encoder], scores[encoder] = _calibrate(prepared[encoder].items, held, num_classes) if held else (0.0, [])
+        refine[encoder] = False
+        if held and encoder == REFINABLE_ENCODER and options.mode == "head":
+            yield Progress(done, total, "try LiteMedSAM outlines")
+            refine[encoder], scores[encoder] = _refines(
+                prepared[encoder].items, held, biases[encoder], scores[encoder], num_classes
+            )
         done += 1
     best = (
         max(candidates, key=lambda e: np.mean(scores[e]) if scores[e] else 0.0)
@@ -473,7 +515,7 @@ def iter_teach(
     start = _previous_start(previous, best, options, class_names)
     head = _fit(prepared[best], list(range(len(examples))), num_classes, options, start=start)
     head.background_bias = biases[best]
-    model = _as_model(head, best, options, class_names, name)
+    model = _as_model(head, best, options, class_names, name, refine=refine[best])
     per_slice = scores[best]
     report = TeachReport(
         encoder=best,
@@ -485,6 +527,7 @@ def iter_teach(
         per_slice_dice=tuple(round(s, 4) for s in per_slice),
         encoder_scores={e: round(float(np.mean(s)), 4) for e, s in scores.items() if s},
         threshold=round(float(1 / (1 + np.exp(-biases[best]))), 3),
+        outlines=refine[best],
         seconds=time.perf_counter() - started,
         rounds=(previous.provenance.get("teach", {}).get("rounds", 0) + 1) if previous is not None else 1,
     )
@@ -508,9 +551,16 @@ def _candidates(encoder: str, previous: LoadedModel | None = None) -> list[str]:
 
 
 def _as_model(
-    head: torch.nn.Module, encoder: str, options: TeachOptions, class_names: tuple[str, ...], name: str
+    head: torch.nn.Module,
+    encoder: str,
+    options: TeachOptions,
+    class_names: tuple[str, ...],
+    name: str,
+    *,
+    refine: bool = False,
 ) -> LoadedModel:
-    """The fitted head on the shared frozen encoder, as a ``LoadedModel`` the core predicts with."""
+    """The fitted head on the shared frozen encoder (and, with ``refine``, the shared box
+    refiner), as a ``LoadedModel`` the core predicts with."""
     is_support = isinstance(head, SupportHead)
     spec = make_spec(
         "taught",
@@ -522,8 +572,9 @@ def _as_model(
         hidden=options.hidden,
         bank_size=len(head.bank) if is_support else 0,
         background_bias=head.background_bias,
+        refine=refine,
     )
-    module = TaughtSegmenter(frozen_encoder(encoder), head).eval()
+    module = TaughtSegmenter(frozen_encoder(encoder), head, shared_refiner() if refine else None).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")
 
 

