@@ -36,7 +36,7 @@ def draw_reference_box(viewer, widget, index: int) -> None:
     rows, cols = np.nonzero(viewer.layers["reference masks"].data[index])
     widget.predict.follow.value = False
     widget.prompts.boxes_button.native.click()
-    settle(lambda: "encoded" in widget.prompts.status.value, seconds=120)
+    settle(lambda: "ready for" in widget.prompts.status.value, seconds=120)
     y0, x0, y1, x1 = rows.min(), cols.min(), rows.max(), cols.max()
     box = np.array([[index, y0, x0], [index, y0, x1], [index, y1, x1], [index, y1, x0]], float)
     widget.prompts.boxes_layer(widget.state.image).add_rectangles(box)
