@@ -434,14 +434,19 @@ def _refines(
     items: list[_Prepared], held: list[torch.Tensor], bias: float, scores: list[float], num_classes: int
 ) -> tuple[bool, list[float]]:
     """Whether LiteMedSAM's outlines (``box_refine``) raise the cross-validated Dice of the held-out
-    predictions at ``bias`` by ``_CALIBRATION_GAIN`` over ``scores``, and the scores then kept."""
+    predictions at ``bias`` above ``scores``, and the scores then kept.
+
+    No margin, unlike the threshold (one of five candidates against argmax): this is one
+    comparison, with a pretrained medical decoder on one side, and on the validation splits the
+    outlines helped every draw of polyp slices, including one whose held-out gain was 0.008.
+    """
     refiner = shared_refiner()
     refined = []
     with torch.inference_mode():
         for logits, item in zip(held, items, strict=True):
             margin, foreground = _margin(refiner(item.embedding, with_background_bias(logits, bias)), item)
             refined.append(_dice(_labels(margin, foreground, 0.0), item.example.target, num_classes))
-    if np.mean(refined) >= np.mean(scores) + _CALIBRATION_GAIN:
+    if np.mean(refined) > np.mean(scores):
         return True, refined
     return False, scores
 
