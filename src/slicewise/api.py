@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from slicewise.core.inference import predict as _predict
-from slicewise.core.prompting import Prompt, predict_prompts
 from slicewise.core.slices import is_rgb, take_slice
 from slicewise.core.types import DEFAULT_TILE_SIZE, Prediction, PredictOptions, SliceRef
 from slicewise.errors import ImageError, OptionError
@@ -58,10 +57,10 @@ def load_model(
         )
     requested_precision(precision)  # a wrong name fails before any weights are read
     if isinstance(name_or_path, list | tuple):
-        return set_precision(Ensemble([load(item, device=device) for item in name_or_path]), precision)
+        return set_precision(Ensemble([load(item, device=device, lazy=True) for item in name_or_path]), precision)
     names = tuple(classes) if classes else None
-    model = load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript)
-    return set_precision(model, precision)
+    model = load(name_or_path, device=device, classes=names, allow_torchscript=allow_torchscript, lazy=True)
+    return set_precision(model, precision)  # builds the network unless a cached ONNX graph runs it all
 
 
 def predict(
@@ -104,6 +103,8 @@ def predict(
     ref = slice_ref or SliceRef(index=(0,) * max(0, image.ndim - (3 if rgb else 2)))
     plane = take_slice(image, ref, rgb=rgb) if image.ndim > (3 if rgb else 2) else np.asarray(image)
     if box is not None or points:
+        from slicewise.core.prompting import Prompt, predict_prompts  # SciPy: only promptable models need it
+
         labels = tuple(point_labels) if point_labels is not None else (1,) * len(points)
         prompt = Prompt(box=box, points=tuple(tuple(p) for p in points), point_labels=labels)
         return predict_prompts(model, plane, [prompt], slice_ref=ref, uncertainty=uncertainty)

@@ -155,3 +155,27 @@ def test_runs_as_tells_the_choice_without_loading(monkeypatch):
     assert runs_as("lite_medsam", "cpu") == expected
     assert runs_as("polyp_lite0", "cpu") == precision.choose("timm_unet", torch.device("cpu")).describe()
     assert runs_as("no_such_model") == runs_as(None) == "float32"
+
+
+def test_a_cached_graph_predicts_without_building_the_network(tiny_checkpoint, tmp_path, monkeypatch):
+    """With the graph of a checkpoint's weights cached, loading and predicting never build the PyTorch
+    network; explanations build it on first use, and a network built already finds the same graph."""
+    from slicewise.models import loaded
+
+    monkeypatch.setenv("SLICEWISE_CACHE", str(tmp_path))
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    if precision.choose("unet", torch.device("cpu")).name != "onnx":
+        pytest.skip("the U-Net does not run in ONNX Runtime here")
+    image = np.random.default_rng(0).integers(0, 255, (40, 48), dtype=np.uint8)
+    exported = slicewise.load_model(tiny_checkpoint, device="cpu")  # builds the network and exports its graph
+    assert exported.pending is None and len(list(tmp_path.glob("onnx/*.onnx"))) == 1
+    builds, build = [], loaded._build
+    monkeypatch.setattr(loaded, "_build", lambda *args: builds.append(args) or build(*args))
+    cached = slicewise.load_model(tiny_checkpoint, device="cpu")
+    prediction = slicewise.predict(cached, image)
+    assert not builds and cached.pending is not None and "not built" in repr(cached)
+    np.testing.assert_array_equal(prediction.labels, slicewise.predict(exported, image).labels)
+    assert slicewise.predict(cached, image, explain="gradcam").explanation is not None
+    assert len(builds) == 1 and cached.pending is None
+    set_precision(exported, "auto")  # the key of the built network's state dict is the checkpoint's
+    assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1

@@ -200,15 +200,27 @@ class FileResult:
     uncertainty: np.ndarray | None = None
 
 
+def _open(path: Path) -> Any:
+    """The image or stack in ``path``: TIFFs and zarr stores through ``slicewise.io.lazy``, which keeps a big
+    stack on disk and reads a slice when it is indexed (and imports zarr, which plain images never need)."""
+    if path.suffix.lower() in (".tif", ".tiff", ".zarr"):  # slicewise.io.lazy.LAZY_SUFFIXES
+        from slicewise.io.lazy import open_image
+
+        return open_image(path)
+    from slicewise.io.images import read_image
+
+    return read_image(path)
+
+
 def file_slices(
     paths: Iterable[Path], *, rgb: bool | None = None
-) -> Iterator[tuple[tuple[Path, int | None], np.ndarray]]:
-    """``((path, z), slice)`` for every 2D image (z None) and every slice of every 3D stack, read lazily."""
+) -> Iterator[tuple[tuple[Path, int | None, int | None], np.ndarray]]:
+    """``((path, z, depth), slice)`` for every 2D image (z and depth None) and every slice of every 3D stack
+    of ``depth`` slices; each file is read when the consumer reaches it."""
     from slicewise.core.slices import is_rgb, spatial_ndim, take_slice
-    from slicewise.io.lazy import open_image
 
     for path in paths:
-        image = open_image(path)  # a big TIFF stack or a zarr array stays on disk: one slice read at a time
+        image = _open(path)
         colour = is_rgb(image.shape, rgb)
         ndim = spatial_ndim(image.shape, colour)
         if ndim not in (2, 3):
@@ -217,22 +229,10 @@ def file_slices(
                 "save one image or one stack per file."
             )
         if ndim == 2:
-            yield (path, None), np.asarray(image)
+            yield (path, None, None), np.asarray(image)
         else:
             for z in range(image.shape[0]):
-                yield (path, z), take_slice(image, SliceRef((z,)), rgb=colour)
-
-
-def _depths(paths: list[Path]) -> dict[Path, int | None]:
-    """Slices per input file (None for a 2D image), read from headers only."""
-    from slicewise.core.slices import is_rgb, spatial_ndim
-    from slicewise.io.lazy import open_image
-
-    depths = {}
-    for path in paths:
-        image = open_image(path)
-        depths[path] = image.shape[0] if spatial_ndim(image.shape, is_rgb(image.shape)) == 3 else None
-    return depths
+                yield (path, z, image.shape[0]), take_slice(image, SliceRef((z,)), rgb=colour)
 
 
 def predict_files(
@@ -252,25 +252,25 @@ def predict_files(
 
     paths = list(paths)
     options = options or PredictOptions()
-    depths = _depths(paths)
     partial: dict[Path, dict[int, Prediction]] = {}
     results: dict[Path, FileResult] = {}
 
     def finish(path: Path, labels: np.ndarray, maps: np.ndarray | None) -> None:
-        target = out / f"{path.stem}{'.png' if depths[path] is None else '.tif'}"
+        target = out / f"{path.stem}{'.png' if labels.ndim == 2 else '.tif'}"
         results[path] = FileResult(path, target, labels, maps)
         writer.submit(write_labels, target, labels)
         if maps is not None:
             writer.submit(write_tiff, out / f"{path.stem}_uncertainty.tif", maps)
 
     with Writer() as writer:
-        for (path, z), prediction in predict_many(model, file_slices(paths), options=options, batch_size=batch_size):
+        slices = file_slices(paths)
+        for (path, z, depth), prediction in predict_many(model, slices, options=options, batch_size=batch_size):
             if z is None:
                 finish(path, prediction.labels, prediction.uncertainty)
                 continue
             done = partial.setdefault(path, {})
             done[z] = replace(prediction, probabilities=np.empty(0, np.float32))  # keep labels, drop K×H×W
-            if len(done) == depths[path]:
+            if len(done) == depth:
                 del partial[path]
                 ordered = [done[i] for i in range(len(done))]
                 labels = np.stack([p.labels for p in ordered])

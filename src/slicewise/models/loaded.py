@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,23 +12,52 @@ from torch import nn
 
 from slicewise.errors import CheckpointError, DeviceError
 from slicewise.models.adapters.base import Adapter
-from slicewise.models.precision import FP32, Precision, choose, runtime_module
+from slicewise.models.precision import FP32, OnnxTwin, Precision, choose, runtime_module
 from slicewise.models.registry import get_adapter
 from slicewise.models.spec import ModelSpec
 
+_BUILDING = threading.Lock()  # one thread builds a pending network; another that needs it waits
 
-@dataclass(eq=False)
+
+class _Network:
+    """``LoadedModel.module``: the PyTorch network, built from the model's ``pending`` weights on first use.
+
+    A model whose ONNX graph is cached predicts without it (``inference_module`` is the graph), so loading
+    it neither imports the network's library (timm, MONAI) nor builds it; gradients (explanations, MC
+    dropout, training) and float32 runs use it.
+    """
+
+    def __get__(self, model: LoadedModel | None, owner: type | None = None) -> nn.Module:
+        if model is None:
+            raise AttributeError("module")  # so the dataclass field has no default
+        if model.__dict__.get("_module") is None:
+            with _BUILDING:
+                if model.__dict__.get("_module") is None:
+                    model.__dict__["_module"] = _build(model.spec, model.pending, model.source, model.device)
+                    model.pending = None  # the network holds the weights now
+        return model.__dict__["_module"]
+
+    def __set__(self, model: LoadedModel, module: nn.Module | None) -> None:
+        model.__dict__["_module"] = module
+
+
+@dataclass(eq=False, repr=False)
 class LoadedModel:
-    """A built network in eval mode plus what the core needs to run it."""
+    """A network in eval mode (or the weights it is built from on first use) plus what the core needs to run it."""
 
     spec: ModelSpec
-    module: nn.Module
+    module: nn.Module = _Network()  # given as None with ``pending`` weights: built on first access
     adapter: Adapter
     device: torch.device
     source: str
     provenance: dict[str, Any] = field(default_factory=dict)
     precision: Precision = FP32  # chosen at load time (slicewise.models.precision)
     runtime: nn.Module | None = None  # what inference runs when it is not ``module`` (an ONNX Runtime twin)
+    pending: dict[str, torch.Tensor] | None = None  # a checkpoint's tensors, until ``module`` is built from them
+
+    def __repr__(self) -> str:  # the dataclass's own would build the network to print it
+        built = "not built" if self.__dict__.get("_module") is None else "built"
+        return f"LoadedModel({self.name!r}, {self.spec.arch}, {self.device}, {self.precision.name}, network {built})"
 
     @property
     def name(self) -> str:
@@ -112,14 +142,18 @@ def set_precision(model: LoadedModel | Ensemble, precision: str | None = "auto")
 
     See ``slicewise.models.precision``: the choice follows what was measured for the model's
     architecture on this CPU class, and ``SLICEWISE_PRECISION`` applies when ``precision`` is "auto".
+    A member whose whole network runs as a cached ONNX graph stays unbuilt; any other is built here,
+    so weights that do not fit their spec fail at load time, not at the first prediction.
     """
     for member in model.members if isinstance(model, Ensemble) else [model]:
         chosen = choose(member.spec.arch, member.device, precision)
         try:
-            member.runtime = runtime_module(member.spec.arch, member.module, chosen, member.spec.input.channels)
+            member.runtime = runtime_module(member.spec, lambda m=member: m.module, chosen, state=member.pending)
         except (RuntimeError, OSError, ImportError) as error:  # an export or runtime that fails here: stay float32
             chosen, member.runtime = Precision("fp32", f"{chosen.name} failed ({type(error).__name__})"), None
         member.precision = chosen
+        if not isinstance(member.runtime, OnnxTwin):
+            _ = member.module  # PyTorch runs the network, or part of it: built now
     return model
 
 
@@ -152,11 +186,37 @@ def from_state(
     device: str | torch.device = "auto",
     source: str = "",
     provenance: dict[str, Any] | None = None,
+    lazy: bool = False,
 ) -> LoadedModel:
-    """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``."""
-    from slicewise.models.validate import build_checked, check_weights, warn_if_unfinished
+    """Build the network for ``spec``, load ``state_dict`` strictly and move it to ``device``.
+
+    lazy: keep ``state_dict`` as the model's ``pending`` weights instead, and build (and check) the
+    network on first use of ``model.module``; ``set_precision`` builds it unless a cached ONNX graph runs it.
+    """
+    from slicewise.models.validate import warn_if_unfinished
 
     warn_if_unfinished(provenance or {}, source)
+    model = LoadedModel(
+        spec=spec,
+        module=None,
+        adapter=get_adapter(spec.arch),
+        device=resolve_device(device),
+        source=source,
+        provenance=provenance or {},
+        pending=state_dict,
+    )
+    if not lazy:
+        _ = model.module
+    return model
+
+
+def _build(spec: ModelSpec, state_dict: dict[str, torch.Tensor] | None, source: str, device: torch.device) -> nn.Module:
+    """The network for ``spec`` with ``state_dict`` loaded strictly, in eval mode on ``device``; weights that do
+    not fit it are one ``CheckpointError`` (checked before the network is allocated)."""
+    from slicewise.models.validate import build_checked, check_weights
+
+    if state_dict is None:
+        raise CheckpointError(f"{source or 'This model'} has neither a network nor the weights to build one.")
     adapter = get_adapter(spec.arch)
     check_weights(adapter, spec, state_dict, source)  # names, shapes, dtypes, finiteness: before allocating
     module = build_checked(adapter, spec, source)
@@ -168,15 +228,7 @@ def from_state(
             f"The weights in {source or 'the checkpoint'} do not fit a {spec.arch} built from its own spec "
             f"({first_line}); the file was edited or saved by another version."
         ) from error
-    target = resolve_device(device)
-    module = module.to(target).eval()
+    module = module.to(device).eval()
     if adapter.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return LoadedModel(
-        spec=spec,
-        module=module,
-        adapter=adapter,
-        device=target,
-        source=source,
-        provenance=provenance or {},
-    )
+    return module

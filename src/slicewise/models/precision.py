@@ -9,8 +9,9 @@ and it must not cost accuracy; so the choice is a table of what was *measured*
   default polyp_lite0) or its expensive part (LiteMedSAM's TinyViT image encoder) runs in ONNX
   Runtime in float32 — the same arithmetic, fused (batch-norm folded, GELU and attention
   kernels): about 0.5–0.7× PyTorch's time on an AVX2 CPU, with the same Dice. The exported graph
-  is cached per weights and torch version; a whole network whose height and width stay dynamic
-  is checked at a second size before it is kept.
+  is cached per weights, spec and library versions; a whole network whose height and width stay
+  dynamic is checked at a second size before it is kept. Its key is computed from a checkpoint's
+  tensors, so a model whose graph is cached predicts without building its PyTorch network.
 - ``bf16``: ``torch.autocast`` to bfloat16 — only on CPUs with AMX or AVX-512-BF16 and only for
   families measured faster *and* within 0.005 Dice there; on AVX2-only CPUs bfloat16 is emulated
   and 15× slower (measured), so it is never chosen there.
@@ -31,7 +32,7 @@ import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from slicewise.errors import OptionError, RunStopped, printable
+from slicewise.models.spec import ModelSpec
 
 PRECISIONS = ("auto", "fp32", "bf16", "onnx")
 ENV_VAR = "SLICEWISE_PRECISION"
@@ -262,26 +264,61 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SLICEWISE_CACHE") or user_cache_dir("slicewise")) / "onnx"
 
 
-def _weights_key(module: nn.Module, shape: tuple[int, ...]) -> str:
+# what an exported graph computes besides its weights: a new version of one of these exports again
+EXPORTING_LIBRARIES = ("torch", "slicewise", "monai", "timm", "segmentation-models-pytorch")
+
+
+@functools.cache
+def _library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for name in EXPORTING_LIBRARIES:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} -")
+    return ", ".join(versions)
+
+
+def weights_key(state: Mapping[str, torch.Tensor], identity: str) -> str:
+    """The name under which graphs exported from ``state`` are cached: a digest of each tensor's name, dtype,
+    shape and bytes, of ``identity`` (the network they fit: a spec as JSON, a class name) and of the versions
+    of ``EXPORTING_LIBRARIES``. Computed from a checkpoint's tensors, it finds a graph without building the network.
+    """
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{torch.__version__}{shape}{type(module).__qualname__}".encode())
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(f"{identity}\n{_library_versions()}".encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"\n{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
+def graph_path(key: str, example_shape: tuple[int, ...], any_size: bool = False) -> Path:
+    """Where the graph of the weights ``key`` names, exported at ``example_shape`` (N, C, H, W), is cached."""
+    _, channels, height, width = example_shape
+    return cache_dir() / f"{key}-{channels}x{height}x{width}{'-any' if any_size else ''}.onnx"
+
+
 def onnx_twin(
-    module: nn.Module, example_shape: tuple[int, ...], *, threads: int | None = None, any_size: bool = False
+    module: nn.Module,
+    example_shape: tuple[int, ...],
+    *,
+    threads: int | None = None,
+    any_size: bool = False,
+    key: str | None = None,
 ) -> OnnxTwin:
-    """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and torch version and cached.
+    """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and library versions and cached.
 
     example_shape: (N, C, H, W) of an input; the batch axis stays dynamic, and height and width too
     with ``any_size`` (for networks that take any size). Such a graph is kept only if it also computes
     what ``module`` does at twice the example's width: a shape traced as a constant (TF "same"
     padding worked out in Python, say) raises RuntimeError instead of giving wrong masks.
+    key: the ``weights_key`` of the weights ``module`` was loaded from; by default, of its state dict.
     """
-    path = cache_dir() / f"{_weights_key(module, (*example_shape[1:], any_size))}.onnx"
+    key = key or weights_key(module.state_dict(), type(module).__qualname__)
+    path = graph_path(key, example_shape, any_size)
     axes = {0: "n", 2: "h", 3: "w"} if any_size else {0: "n"}
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,19 +356,34 @@ def _check_other_size(module: nn.Module, path: Path, example_shape: tuple[int, .
         raise RuntimeError(f"the ONNX graph of {type(module).__name__} differs from it at {height}x{2 * width}")
 
 
-def runtime_module(arch: str, module: nn.Module, precision: Precision, channels: int = 3) -> nn.Module | None:
-    """The network inference runs, when it differs from ``module``: for ``onnx``, an ``OnnxTwin`` of the whole
-    network (``WHOLE_NETWORK_SIDE``: the U-Nets), or a shallow copy of a LiteMedSAM whose image encoder is
-    one (its prompt encoder and mask decoder stay in PyTorch)."""
+def runtime_module(
+    spec: ModelSpec,
+    network: Callable[[], nn.Module],
+    precision: Precision,
+    *,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module | None:
+    """The network inference runs, when it differs from the PyTorch one: for ``onnx``, an ``OnnxTwin`` of the
+    whole network (``WHOLE_NETWORK_SIDE``: the U-Nets), or a shallow copy of a LiteMedSAM whose image encoder
+    is one (its prompt encoder and mask decoder stay in PyTorch).
+
+    network: gives the PyTorch network, building it if need be; it is not called for a whole network whose
+    graph is cached under the ``weights_key`` of ``state``, the weights it would be built from (when it is
+    built already, ``state`` is None and the key is of its state dict).
+    """
     if precision.name != "onnx":
         return None
-    if arch in WHOLE_NETWORK_SIDE:
-        side = WHOLE_NETWORK_SIDE[arch]
-        return onnx_twin(module, (1, channels, side, side), any_size=True)
-    if arch != "lite_medsam":
-        raise OptionError(f"ONNX Runtime is offered for {_onnx_offered()} only, not {arch}; use precision='fp32'.")
+    if spec.arch in WHOLE_NETWORK_SIDE:
+        side = WHOLE_NETWORK_SIDE[spec.arch]
+        shape = (1, spec.input.channels, side, side)
+        key = weights_key(network().state_dict() if state is None else state, spec.to_json())
+        path = graph_path(key, shape, any_size=True)
+        return OnnxTwin(path) if path.is_file() else onnx_twin(network(), shape, any_size=True, key=key)
+    if spec.arch != "lite_medsam":
+        raise OptionError(f"ONNX Runtime is offered for {_onnx_offered()} only, not {spec.arch}; use precision='fp32'.")
     import copy
 
+    module = network()
     twin = copy.copy(module)  # shares every submodule and weight with ``module``
     twin._modules = dict(module._modules)
     twin._modules["image_encoder"] = onnx_twin(module.image_encoder, (1, 3, 256, 256))

@@ -101,9 +101,11 @@ def load(
     device: str | torch.device = "auto",
     classes: tuple[str, ...] | None = None,
     allow_torchscript: bool = False,
+    lazy: bool = False,
 ) -> LoadedModel:
     """A ``LoadedModel`` for any source (see the module); ``classes`` names a foreign model's classes,
     background first (a slicewise checkpoint keeps its own); TorchScript loads only with ``allow_torchscript``.
+    lazy: a slicewise checkpoint's network is built on first use (``from_state``), not here.
     """
     source = name_or_path if isinstance(name_or_path, Source) else resolve(name_or_path)
     if source.kind == "packaged":
@@ -117,7 +119,9 @@ def load(
     from slicewise.models.loaded import from_state
 
     header, state_dict = load_checkpoint(source.path)
-    return from_state(header.spec, state_dict, device=device, source=str(source.path), provenance=header.provenance)
+    return from_state(
+        header.spec, state_dict, device=device, source=str(source.path), provenance=header.provenance, lazy=lazy
+    )
 
 
 def _read_packaged(name: str) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, str], str]:
