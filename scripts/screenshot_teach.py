@@ -3,6 +3,8 @@
 xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teach.py docs/images/teach.png
 xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teach.py docs/images/teach_vessels.png \
     --dataset chase_db1 --split train --slice 6
+SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python \
+    scripts/screenshot_teach.py docs/images/teach_outlines.png --encoder tinyvit_litemedsam
 """
 
 from __future__ import annotations
