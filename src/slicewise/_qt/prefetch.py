@@ -11,6 +11,7 @@ end first). Slices scrolled past are never encoded. See docs/prompts.md, "Encodi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -73,12 +74,18 @@ class Prefetch:
         self._model, self._status, self._prompting = model, status, prompting
         self._refused: set[str] = set()  # models that answered an encoding ahead with a failure
         self._ready: tuple[Any, ...] | None = None  # (image, model, device, slice) last known encoded
-        self._settle = QTimer()
+        self._settle = QTimer(status.native)  # lives as long as the panel's widgets
         self._settle.setSingleShot(True)
         self._settle.setInterval(SETTLE_MS)
         self._settle.timeout.connect(self.request)
         state.listen(state.viewer.dims.events.current_step, self._slice_changed)
-        state.on_close(self._settle.stop)
+        state.on_close(self._stop_timer)
+
+    def _stop_timer(self) -> None:
+        """Stop the rest timer when the dock closes; at interpreter exit Qt may have deleted it
+        already, and an exception raised inside Qt's teardown would abort the process."""
+        with contextlib.suppress(RuntimeError):
+            self._settle.stop()
 
     @property
     def encoding(self) -> SliceRef | None:
