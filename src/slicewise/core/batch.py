@@ -200,27 +200,16 @@ class FileResult:
     uncertainty: np.ndarray | None = None
 
 
-def _open(path: Path) -> Any:
-    """The image or stack in ``path``: TIFFs and zarr stores through ``slicewise.io.lazy``, which keeps a big
-    stack on disk and reads a slice when it is indexed (and imports zarr, which plain images never need)."""
-    if path.suffix.lower() in (".tif", ".tiff", ".zarr"):  # slicewise.io.lazy.LAZY_SUFFIXES
-        from slicewise.io.lazy import open_image
-
-        return open_image(path)
-    from slicewise.io.images import read_image
-
-    return read_image(path)
-
-
 def file_slices(
     paths: Iterable[Path], *, rgb: bool | None = None
 ) -> Iterator[tuple[tuple[Path, int | None, int | None], np.ndarray]]:
     """``((path, z, depth), slice)`` for every 2D image (z and depth None) and every slice of every 3D stack
     of ``depth`` slices; each file is read when the consumer reaches it."""
     from slicewise.core.slices import is_rgb, spatial_ndim, take_slice
+    from slicewise.io.lazy import open_image
 
     for path in paths:
-        image = _open(path)
+        image = open_image(path)  # a big TIFF stack or a zarr store stays on disk: one slice read at a time
         colour = is_rgb(image.shape, rgb)
         ndim = spatial_ndim(image.shape, colour)
         if ndim not in (2, 3):

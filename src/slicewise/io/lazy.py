@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
-import zarr
 
 from slicewise.errors import ImageError, one_line
 from slicewise.io.checks import check_decoded, check_plane, decoding, plane_of, regular_file
 from slicewise.io.images import read_image, tiff_header
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["EAGER_LIMIT_BYTES", "LAZY_SUFFIXES", "is_lazy_path", "open_image", "open_lazy"]
 
@@ -36,6 +39,8 @@ def open_lazy(path: str | os.PathLike) -> zarr.Array:
 
     A zarr group (e.g. OME-Zarr) gives its first array in name order, ``"0"``: full resolution.
     """
+    import zarr  # here, not at module level: reading plain images (the predict path) never needs it
+
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path} does not exist; pass a TIFF file or a .zarr store.")
