@@ -14,9 +14,11 @@ import slicewise
 from slicewise.core.features import slice_features
 from slicewise.core.inference import predict, to_slice
 from slicewise.core.teach import TeachOptions, _dice, teach
+from slicewise.core.uncertainty import dropout_twin
 from slicewise.errors import SlicewiseError
-from slicewise.models.adapters.box_refine import MIN_AREA_SHARE, region_boxes, shared_refiner
+from slicewise.models.adapters.box_refine import MIN_AREA_SHARE, _BoxDecoder, region_boxes, shared_refiner
 from slicewise.models.checkpoint import save_checkpoint
+from slicewise.models.precision import OnnxTwin
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,11 +75,29 @@ def test_teach_keeps_outlines_only_as_its_cross_validation_says_and_the_file_kee
     outlined = predict(reloaded, images[3])
     np.testing.assert_allclose(outlined.probabilities, predict(model, images[3]).probabilities, atol=1e-4)
 
+    twin = dropout_twin(reloaded.module)  # MC dropout's copy shares the ONNX Runtime sessions it cannot copy
+    assert twin.refiner.runtime is reloaded.module.refiner.runtime
+    assert twin.head is not reloaded.module.head and twin.head.classify[0].training
+
     prepared = slice_features("tinyvit_litemedsam", images[3]).image
     with torch.inference_mode():
         head_only = reloaded.module.head(reloaded.module.levels(prepared), tuple(prepared.shape[-2:]))
     with torch.enable_grad():  # gradients (Grad-CAM, saliency) explain the head's own proposal
         np.testing.assert_allclose(reloaded.module(prepared).detach().numpy(), head_only.numpy(), atol=1e-5)
+
+
+def test_the_decoder_in_onnx_runtime_draws_the_outlines_pytorch_draws(kvasir_test):
+    """Where LiteMedSAM runs in ONNX Runtime (onnxruntime is a dependency, so here), its decoder does too."""
+    refiner = shared_refiner()
+    assert isinstance(refiner.runtime, OnnxTwin)
+    for _, image, mask in kvasir_test[:2]:
+        embedding = slice_features("tinyvit_litemedsam", image).maps[0]
+        boxes = [box for _, box in region_boxes(mask.astype(np.int64))] + [(0.0, 0.0, 255.0, 255.0)]
+        onnx = refiner.outlines(embedding, boxes)
+        with torch.inference_mode():
+            torch_logits = _BoxDecoder(refiner)(torch.tensor(boxes), embedding)[:, 0]
+        assert onnx.shape == (len(boxes), 256, 256)
+        np.testing.assert_allclose(onnx.numpy(), torch_logits.numpy(), atol=1e-3)
 
 
 def test_a_file_asking_for_outlines_on_another_encoder_is_one_sentence(kvasir_test, tmp_path: Path):

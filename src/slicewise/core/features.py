@@ -32,7 +32,7 @@ from slicewise.models.encoders import (
     get_encoder,
     wheel_state,
 )
-from slicewise.models.precision import choose, onnx_twin
+from slicewise.models.precision import cpu_twin
 from slicewise.models.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -80,11 +80,8 @@ def frozen_encoder(name: str) -> FeatureEncoder:
     """
     encoder = build_encoder(name)
     family, frame = encoder.info.precision_family, encoder.info.frame
-    if family is not None and frame is not None and choose(family, torch.device("cpu")).name == "onnx":
-        try:
-            encoder.runtime = onnx_twin(encoder.network, (1, 3, frame, frame))
-        except (RuntimeError, OSError, ImportError):  # an export or runtime that fails here: PyTorch float32
-            encoder.runtime = None
+    if family is not None and frame is not None:
+        encoder.runtime = cpu_twin(family, encoder.network, (1, 3, frame, frame))
     return encoder
 
 

@@ -229,8 +229,9 @@ def stopping(token: StopToken) -> Iterator[None]:
 
 
 class OnnxTwin(nn.Module):
-    """A float32 network exported to ONNX and run by ONNX Runtime: NCHW tensor in, one tensor out; a run
-    made under ``stopping(token)`` ends when the token is stopped."""
+    """A float32 network exported to ONNX and run by ONNX Runtime: tensors in (an NCHW image, or what its
+    graph was exported with), one tensor out; a run made under ``stopping(token)`` ends when the token is
+    stopped."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         super().__init__()
@@ -241,15 +242,24 @@ class OnnxTwin(nn.Module):
         options.inter_op_num_threads = 1
         self.path = path
         self.session = onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [node.name for node in self.session.get_inputs()]
         self._run_options = onnxruntime.RunOptions  # one per run: ``StopToken`` terminates a run through it
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().float().cpu().contiguous().numpy()
+    def __deepcopy__(self, memo: dict) -> OnnxTwin:
+        """The twin itself: its session holds no state a copy could change, and ONNX Runtime runs are
+        thread-safe; a copy of a network that holds one (MC dropout's twin) shares it."""
+        return self
+
+    def forward(self, x: torch.Tensor, *fixed: torch.Tensor) -> torch.Tensor:
+        """The graph's first output for ``x`` and, for a graph exported with ``fixed_inputs``, those inputs."""
+        feeds = {
+            name: tensor.detach().float().cpu().contiguous().numpy()
+            for name, tensor in zip(self.input_names, (x, *fixed), strict=True)
+        }
         run, token = self._run_options(), getattr(_STOPPING, "token", None)
         with contextlib.nullcontext() if token is None else token.watching(run):
             try:
-                outputs = self.session.run(None, {self.input_name: array}, run)
+                outputs = self.session.run(None, feeds, run)
             except Exception as error:
                 if run.terminate:
                     raise RunStopped("The run was stopped: a newer request replaced it.") from error
@@ -296,9 +306,10 @@ def weights_key(state: Mapping[str, torch.Tensor], identity: str) -> str:
 
 
 def graph_path(key: str, example_shape: tuple[int, ...], any_size: bool = False) -> Path:
-    """Where the graph of the weights ``key`` names, exported at ``example_shape`` (N, C, H, W), is cached."""
-    _, channels, height, width = example_shape
-    return cache_dir() / f"{key}-{channels}x{height}x{width}{'-any' if any_size else ''}.onnx"
+    """Where the graph of the weights ``key`` names, exported at ``example_shape`` ((N, C, H, W) for an
+    image; the batch axis is not part of the name), is cached."""
+    sizes = "x".join(str(size) for size in example_shape[1:])
+    return cache_dir() / f"{key}-{sizes}{'-any' if any_size else ''}.onnx"
 
 
 def onnx_twin(
@@ -308,6 +319,7 @@ def onnx_twin(
     threads: int | None = None,
     any_size: bool = False,
     key: str | None = None,
+    fixed_inputs: tuple[tuple[int, ...], ...] = (),
 ) -> OnnxTwin:
     """``module`` (float32, eval) as an ``OnnxTwin``, exported once per weights and library versions and cached.
 
@@ -316,10 +328,13 @@ def onnx_twin(
     what ``module`` does at twice the example's width: a shape traced as a constant (TF "same"
     padding worked out in Python, say) raises RuntimeError instead of giving wrong masks.
     key: the ``weights_key`` of the weights ``module`` was loaded from; by default, of its state dict.
+    fixed_inputs: the shapes of further inputs ``module`` takes after the first, each of one fixed shape
+    (a decoder's image embedding after its prompts, say); they are part of the cached name.
     """
     key = key or weights_key(module.state_dict(), type(module).__qualname__)
-    path = graph_path(key, example_shape, any_size)
+    path = graph_path(key, (*example_shape, *(size for shape in fixed_inputs for size in shape)), any_size)
     axes = {0: "n", 2: "h", 3: "w"} if any_size else {0: "n"}
+    fixed_names = [f"x{index}" for index in range(1, len(fixed_inputs) + 1)]
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -329,11 +344,11 @@ def onnx_twin(
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module.float().eval(),
-                    (torch.zeros(example_shape),),
+                    (torch.zeros(example_shape), *(torch.zeros(shape) for shape in fixed_inputs)),
                     temporary,
                     dynamo=False,
                     opset_version=17,
-                    input_names=["x"],
+                    input_names=["x", *fixed_names],
                     output_names=["y"],
                     dynamic_axes={"x": axes, "y": axes},
                 )
@@ -343,6 +358,18 @@ def onnx_twin(
         finally:
             Path(temporary).unlink(missing_ok=True)
     return OnnxTwin(path, threads)
+
+
+def cpu_twin(family: str, module: nn.Module, example_shape: tuple[int, ...], **options: Any) -> OnnxTwin | None:
+    """``onnx_twin(module, example_shape, **options)`` where ``family`` runs in ONNX Runtime on this CPU
+    (``choose``: measured, or forced by ``SLICEWISE_PRECISION``), else None; None too where the export or
+    the runtime fails here, so that PyTorch runs ``module`` in float32."""
+    if choose(family, torch.device("cpu")).name != "onnx":
+        return None
+    try:
+        return onnx_twin(module, example_shape, **options)
+    except (RuntimeError, OSError, ImportError):  # an export or runtime that fails here: PyTorch float32
+        return None
 
 
 def _check_other_size(module: nn.Module, path: Path, example_shape: tuple[int, ...]) -> None:
