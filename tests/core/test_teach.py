@@ -176,6 +176,11 @@ def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from
     labels[1] = masks[1][:height, :width]
     second, report2 = teach(stack, labels, options=TeachOptions(**FAST), previous=first)
     assert report2.slices == 3 and report2.rounds == 2
+    fresh, _ = teach(stack, labels, options=TeachOptions(**FAST))  # its features are standardised on the same 3 slices
+    for name in ("mean", "std"):  # the warm start takes the last round's weights, not its 2 slices' standardisation
+        kept, expected = (getattr(m.module.head.standardize, name) for m in (second, fresh))
+        torch.testing.assert_close(kept, expected)
+        assert not torch.equal(kept, getattr(first.module.head.standardize, name))
     suggestion = run_to_end(iter_next_slice(second, stack, labelled=[0, 1, 2]))
     assert suggestion == 3
 

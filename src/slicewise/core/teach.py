@@ -307,7 +307,7 @@ def _fit_decoder(
     grid, soft, weight = slices.standardized(rows, head.standardize)
     steps = options.steps
     if start is not None:
-        head.load_state_dict(start)
+        head.classify.load_state_dict(start)
         steps = max(1, steps // 2)
     count, _, height, width = grid.shape
     project, mix = head.classify[:2], head.classify[2:]
@@ -452,7 +452,8 @@ def _refines(
 
 
 def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOptions, classes: tuple) -> dict | None:
-    """The head of the previous round to start from, when it is the same kind of model."""
+    """The weights of the previous round's head to start from, when it is the same kind of model (not
+    its standardisation: that is fitted to this round's slices, as the head is trained on them)."""
     if previous is None or previous.spec.arch != "taught":
         return None
     kwargs = previous.spec.init_kwargs
@@ -463,7 +464,7 @@ def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOp
         and kwargs.get("hidden") == options.hidden
         and previous.spec.output.class_names == classes
     )
-    return {k: v.clone() for k, v in previous.module.head.state_dict().items()} if same else None
+    return {k: v.clone() for k, v in previous.module.head.classify.state_dict().items()} if same else None
 
 
 def iter_teach(
