@@ -7,11 +7,12 @@ and it must not cost accuracy; so the choice is a table of what was *measured*
 - ``fp32``: PyTorch in float32 (convolutional nets channels-last, as their adapters ask).
 - ``onnx``: the network (a MONAI U-Net, or a timm encoder under smp's U-Net decoder such as the
   default polyp_lite0) or its expensive part (LiteMedSAM's TinyViT image encoder; for a taught
-  model's outlines, its mask decoder too) runs in ONNX Runtime in float32 — the same arithmetic, fused (batch-norm folded, GELU and attention
-  kernels): about 0.5–0.7× PyTorch's time on an AVX2 CPU, with the same Dice. The exported graph
-  is cached per weights, spec and library versions; a whole network whose height and width stay
-  dynamic is checked at a second size before it is kept. Its key is computed from a checkpoint's
-  tensors, so a model whose graph is cached predicts without building its PyTorch network.
+  model's outlines, its mask decoder too) runs in ONNX Runtime in float32 — the same arithmetic,
+  fused (batch-norm folded, GELU and attention kernels): about 0.5–0.7× PyTorch's time on an AVX2
+  CPU, with the same Dice. The exported graph is cached per weights, spec and library versions; a
+  whole network whose height and width stay dynamic is checked at a second size before it is kept.
+  Its key is computed from a checkpoint's tensors, so a model whose graph is cached predicts
+  without building its PyTorch network.
 - ``bf16``: ``torch.autocast`` to bfloat16 — only on CPUs with AMX or AVX-512-BF16 and only for
   families measured faster *and* within 0.005 Dice there; on AVX2-only CPUs bfloat16 is emulated
   and 15× slower (measured), so it is never chosen there.
