@@ -330,7 +330,8 @@ def onnx_twin(
     padding worked out in Python, say) raises RuntimeError instead of giving wrong masks.
     key: the ``weights_key`` of the weights ``module`` was loaded from; by default, of its state dict.
     fixed_inputs: the shapes of further inputs ``module`` takes after the first, each of one fixed shape
-    (a decoder's image embedding after its prompts, say); they are part of the cached name.
+    (a decoder's image embedding after its prompts, say); they are part of the cached name. Not checked at
+    another size, so not for use with ``any_size``.
     """
     key = key or weights_key(module.state_dict(), type(module).__qualname__)
     path = graph_path(key, (*example_shape, *(size for shape in fixed_inputs for size in shape)), any_size)
