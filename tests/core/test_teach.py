@@ -20,10 +20,12 @@ from slicewise.core.teach import (
     TeachOptions,
     _calibrate,
     _dice,
+    dropped_out_projection,
     iter_next_slice,
     iter_teach,
     teach,
 )
+from slicewise.models.adapters.teach import DecoderHead
 from slicewise.models.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,6 +102,18 @@ def test_the_cross_validated_figure_is_each_slice_predicted_by_a_model_fitted_wi
         model.module.head.background_bias = float(np.log(report.threshold / (1 - report.threshold)))
         recomputed = _dice(predict(model, images[held]).labels, masks[held].astype(np.int64), 2)
         assert report.per_slice_dice[held] == pytest.approx(recomputed, abs=0.02)
+
+
+def test_a_fit_step_projects_as_the_head_would_standardise_drop_out_and_project():
+    generator = torch.Generator().manual_seed(0)
+    head = DecoderHead([7], 2, 4)
+    head.standardize.fit(50, torch.randn(7, generator=generator, dtype=torch.float64) * 50, torch.full((7,), 200.0))
+    grid = torch.randn(3, 7, 5, 6, generator=generator)
+    kept = (torch.rand(3, 7, generator=generator) >= 0.3) / 0.7
+    folded = dropped_out_projection(grid.permute(0, 2, 3, 1).contiguous(), kept, head.standardize, head.classify[1])
+    explicit = head.classify[1](head.standardize(grid) * kept[:, :, None, None])
+    assert kept.eq(0).any() and kept.ne(0).any()
+    torch.testing.assert_close(folded, explicit, rtol=1e-5, atol=1e-5)
 
 
 def test_a_structure_thinner_than_the_grid_gets_the_threshold_its_held_out_slices_choose():
