@@ -2,10 +2,11 @@
 
 For each task, ``n`` labelled training images (``--draws`` draws with fixed seeds from the train
 split, never from the test split; ``--seeds`` fits of each) teach a model (head on each pretrained
-encoder, ``auto``, and the in-context mode); it is scored on the task's test split and, for polyps, on CVC-ClinicDB
-(another hospital). Baseline named in the table: the bundled ``polyp_unet`` (a U-Net trained
-from scratch on all 210 Kvasir-SEG training images). Also measured: a Teach round on 20 slices
-with cached features, and the first press to proposals on a 45-slice stack, encoding included.
+encoder, ``auto``, and the in-context mode); it is scored on the task's test split and, for
+polyps, on CVC-ClinicDB (another hospital). Baseline named in the table: the bundled
+``polyp_unet`` (a U-Net trained from scratch on all 210 Kvasir-SEG training images). Also
+measured: a Teach round on 20 slices with cached features, and the first press to proposals on
+a 45-slice stack, encoding included.
 
     python benchmarks/teach_fewlabel.py [--sizes 5 10 20] [--tasks kvasir_seg hc18 chase_db1] [--draws 3 --seeds 3]
         [--json out.json]
