@@ -34,7 +34,6 @@ from slicewise.core.types import Progress
 from slicewise.errors import SlicewiseError
 from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, shared_refiner
 from slicewise.models.adapters.teach import (
-    DROPOUT,
     GRID,
     DecoderHead,
     Standardize,
@@ -324,7 +323,7 @@ def _fit_decoder(
         steps = max(1, steps // 2)
     candidates = torch.tensor(rows)
     _, height, width, _ = slices.cells.shape
-    project, mix = head.classify[1], head.classify[2:]
+    dropout, project, mix = head.classify[0].p, head.classify[1], head.classify[2:]  # the head's own layers
     head.train()
     optimizer = torch.optim.AdamW(head.classify.parameters(), lr=3e-3, weight_decay=1e-3)
     with torch.enable_grad():
@@ -333,7 +332,7 @@ def _fit_decoder(
             top = int(torch.randint(max(1, height - _STEP_WINDOW + 1), (1,), generator=generator))
             left = int(torch.randint(max(1, width - _STEP_WINDOW + 1), (1,), generator=generator))
             down, across = slice(top, top + _STEP_WINDOW), slice(left, left + _STEP_WINDOW)
-            kept = (torch.rand(len(picked), slices.channels, generator=generator) >= DROPOUT) / (1 - DROPOUT)
+            kept = (torch.rand(len(picked), slices.channels, generator=generator) >= dropout) / (1 - dropout)
             window = slices.cells[:, down, across].index_select(0, picked)
             hidden = dropped_out_projection(window, kept, head.standardize, project)
             part_soft, part_weight = (
