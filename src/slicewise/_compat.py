@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import threading
 from pathlib import Path
 
 import torch
 
 _LIBRARY: torch.library.Library | None = None  # kept alive: a Library unregisters when collected
+_LIBRARY_LOCK = threading.Lock()
 
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -72,14 +74,15 @@ def ensure_torchvision_ops() -> None:
     only loads them early, as ``import torchvision`` would; repeated calls do nothing.
     """
     global _LIBRARY
-    if _LIBRARY is not None or hasattr(torch.ops.torchvision, "nms"):
-        return
-    if _torchvision_extension_loads():
-        return
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.impl("nms", _nms, "CPU")
-    library.impl("nms", _nms, "CUDA")
-    library.impl("qnms", _qnms, "QuantizedCPU")
-    _LIBRARY = library
+    with _LIBRARY_LOCK:  # two threads building models at once would register the operators twice
+        if _LIBRARY is not None or hasattr(torch.ops.torchvision, "nms"):
+            return
+        if _torchvision_extension_loads():
+            return
+        library = torch.library.Library("torchvision", "FRAGMENT")
+        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.impl("nms", _nms, "CPU")
+        library.impl("nms", _nms, "CUDA")
+        library.impl("qnms", _qnms, "QuantizedCPU")
+        _LIBRARY = library

@@ -3,6 +3,8 @@ the choice made by cross-validation, and the choice kept in the model's file."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,3 +109,18 @@ def test_a_file_asking_for_outlines_on_another_encoder_is_one_sentence(kvasir_te
     path = save_checkpoint(tmp_path / "odd.safetensors", model.module.state_dict(), spec, model.provenance)
     with pytest.raises(SlicewiseError, match="tinyvit_litemedsam features only"):
         slicewise.load_model(path, device="cpu")
+
+
+def test_building_the_refiner_in_the_background_while_the_encoder_is_built_registers_nothing_twice():
+    """A teach round builds LiteMedSAM's decoder in a background thread while it builds the TinyViT
+    encoder: in a fresh process both build LiteMedSAM at once (here that raised "Tried to register an
+    operator … multiple times" until the operator registration took a lock), and one refiner results."""
+    code = (
+        "from slicewise.core.features import frozen_encoder\n"
+        "from slicewise.models.adapters import box_refine\n"
+        "box_refine.warm_shared_refiner()\n"
+        "frozen_encoder('tinyvit_litemedsam')\n"
+        "assert box_refine.shared_refiner() is box_refine.shared_refiner()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

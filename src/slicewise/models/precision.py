@@ -215,6 +215,7 @@ class StopToken:
                 self._runs.discard(run)
 
 
+_EXPORT_LOCK = threading.Lock()
 _STOPPING = threading.local()  # .token: the StopToken the runs made in this thread answer to
 
 
@@ -337,28 +338,29 @@ def onnx_twin(
     path = graph_path(key, (*example_shape, *(size for shape in fixed_inputs for size in shape)), any_size)
     axes = {0: "n", 2: "h", 3: "w"} if any_size else {0: "n"}
     fixed_names = [f"x{index}" for index in range(1, len(fixed_inputs) + 1)]
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-        os.close(handle)
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module.float().eval(),
-                    (torch.zeros(example_shape), *(torch.zeros(shape) for shape in fixed_inputs)),
-                    temporary,
-                    dynamo=False,
-                    opset_version=17,
-                    input_names=["x", *fixed_names],
-                    output_names=["y"],
-                    dynamic_axes={"x": axes, "y": axes},
-                )
-            if any_size:
-                _check_other_size(module, Path(temporary), example_shape)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+    with _EXPORT_LOCK:  # torch.onnx.export keeps its state in module globals: one export at a time
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+            os.close(handle)
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        module.float().eval(),
+                        (torch.zeros(example_shape), *(torch.zeros(shape) for shape in fixed_inputs)),
+                        temporary,
+                        dynamo=False,
+                        opset_version=17,
+                        input_names=["x", *fixed_names],
+                        output_names=["y"],
+                        dynamic_axes={"x": axes, "y": axes},
+                    )
+                if any_size:
+                    _check_other_size(module, Path(temporary), example_shape)
+                os.replace(temporary, path)
+            finally:
+                Path(temporary).unlink(missing_ok=True)
     return OnnxTwin(path, threads)
 
 
