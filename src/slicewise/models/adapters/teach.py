@@ -6,8 +6,8 @@ wheel when the model is built, so a taught model is as safe to open as any slice
 names its encoder in its spec. Two heads:
 
 - ``decoder``: every encoder stage (and the slice itself) is resampled to a 1/4-resolution grid,
-  standardised (``per_slice``: each slice on its own statistics), projected to ``hidden``
-  channels and mixed by two 3×3 convolutions; the logits are upsampled to the slice.
+  standardised, projected to ``hidden`` channels and mixed by two 3×3 convolutions; the logits
+  are upsampled to the slice.
 - ``support``: in-context segmentation without training. The labelled pixels' features are a
   support bank; each query pixel takes the classes of its ``neighbours`` most similar support
   pixels (cosine similarity), weighted by that similarity.
@@ -52,17 +52,6 @@ def on_grid(levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
     )
 
 
-STD_FLOOR = 1e-3  # added to every standard deviation: a channel constant on a slice stays 0, not noise
-
-
-def mean_and_std(cells: int, total: torch.Tensor, squares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (sample) standard deviation plus ``STD_FLOOR`` of ``cells`` grid cells,
-    from their per-channel sum and sum of squares (float64 in, float32 out)."""
-    mean = total / cells
-    variance = (squares - cells * mean.square()).clamp_min(0) / max(1, cells - 1)
-    return mean.float(), variance.sqrt().float() + STD_FLOOR
-
-
 class Standardize(nn.Module):
     """Per-channel (x - mean) / std of the stacked levels, fitted on the labelled slices."""
 
@@ -73,28 +62,13 @@ class Standardize(nn.Module):
 
     def fit(self, cells: int, total: torch.Tensor, squares: torch.Tensor) -> None:
         """Fit to ``cells`` grid cells from their per-channel sum and sum of squares (float64)."""
-        mean, std = mean_and_std(cells, total, squares)
-        self.mean.copy_(mean.view_as(self.mean))
-        self.std.copy_(std.view_as(self.std))
+        mean = total / cells
+        variance = (squares - cells * mean.square()).clamp_min(0) / max(1, cells - 1)
+        self.mean.copy_(mean.float().view_as(self.mean))
+        self.std.copy_(variance.sqrt().float().view_as(self.std) + 1e-3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-
-class SliceStandardize(nn.Module):
-    """Per-channel (x - mean) / std of the stacked levels, with each slice's own mean and std
-    (instance normalisation): nothing fitted.
-
-    A head fitted on a few slices of one scanner or hospital otherwise learns that place's feature
-    statistics; another's colour, contrast or gain then shifts every feature the head reads. On 10
-    Kvasir-SEG slices this raised the other hospital's validation Dice (docs/teach.md).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cells = x.shape[-2] * x.shape[-1]
-        flat = x.double().flatten(2)
-        mean, std = mean_and_std(cells, flat.sum(-1), flat.square().sum(-1))
-        return (x - mean[..., None, None]) / std[..., None, None]
 
 
 def with_background_bias(logits: torch.Tensor, bias: float) -> torch.Tensor:
@@ -127,13 +101,12 @@ class GridHead(nn.Module):
 
 
 class DecoderHead(GridHead):
-    """Stacked levels on the grid → (N, K, H, W) logits at ``frame``: standardised (``per_slice``:
-    each slice on its own statistics; else on the labelled slices'), a 1×1 projection to
+    """Stacked levels on the grid → (N, K, H, W) logits at ``frame``: a 1×1 projection to
     ``hidden`` channels, two 3×3 convolutions for context, a 1×1 classifier."""
 
-    def __init__(self, channels: list[int], num_classes: int, hidden: int, per_slice: bool = False) -> None:
+    def __init__(self, channels: list[int], num_classes: int, hidden: int) -> None:
         super().__init__()
-        self.standardize = SliceStandardize() if per_slice else Standardize(sum(channels))
+        self.standardize = Standardize(sum(channels))
         self.classify = nn.Sequential(
             nn.Dropout2d(DROPOUT),
             nn.Conv2d(sum(channels), hidden, 1),
@@ -226,7 +199,6 @@ class TeachAdapter(Adapter):
         "neighbours": 16,
         "background_bias": 0.0,
         "refine": False,
-        "per_slice": False,  # files taught before per-slice standardisation standardise on the labelled slices
     }
     default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
     cam_target_layer = "head.classify.3"
@@ -251,7 +223,6 @@ class TeachAdapter(Adapter):
         neighbours: int,
         background_bias: float,
         refine: bool,
-        per_slice: bool,
     ) -> nn.Module:
         if in_channels != 3:
             raise CheckpointError(
@@ -259,7 +230,7 @@ class TeachAdapter(Adapter):
             )
         channels = head_channels(encoder)
         if head == "decoder":
-            module = DecoderHead(channels, num_classes, hidden, per_slice)
+            module = DecoderHead(channels, num_classes, hidden)
         elif head == "support":
             module = SupportHead(channels, num_classes, max(1, bank_size), neighbours)
         else:
