@@ -49,7 +49,7 @@ class RunResult:
 
     @cached_property
     def kind(self) -> str:
-        """"SMA" or "GP-VM", from the checkpoint's architecture."""
+        """The kind, "SMA" or "GP-VM", from the checkpoint's architecture."""
         return get_adapter(read_header(self.checkpoint).spec.arch).kind
 
     @property
