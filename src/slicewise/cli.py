@@ -31,6 +31,13 @@ def _say(text: str) -> None:
     print(printable(text))
 
 
+def _line(text: str) -> None:
+    """Print ``text`` and its newline in one write: ranks under torchrun share one stdout, and where it is
+    unbuffered (``PYTHONUNBUFFERED``) ``print``'s separate write of the newline let another rank's line
+    land between them."""
+    sys.stdout.write(f"{text}\n")
+
+
 def _box(text: str) -> tuple[float, float, float, float]:
     """``"x0,y0,x1,y1"`` → a box; anything else is argparse's one-line error."""
     try:
@@ -76,9 +83,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 scores.append(dice_score(labels, reference, k))
                 counts = overlap_counts(labels, reference, k)
                 pooled = [pooled[0] + counts[0], pooled[1] + counts[1]]
-                print(f"{target}  dice {scores[-1]:.3f}")
+                _line(f"{target}  dice {scores[-1]:.3f}")
             else:
-                print(target)
+                _line(str(target))
         total, count, hits, size = run.sum([sum(scores), len(scores), *pooled])
         if count and run.rank == 0:
             print(f"{int(count)} images: mean Dice {total / count:.4f}, pooled Dice {2 * hits / size:.4f}")
