@@ -32,10 +32,11 @@ def _say(text: str) -> None:
 
 
 def _line(text: str) -> None:
-    """Print ``text`` and its newline in one write: ranks under torchrun share one stdout, and where it is
-    unbuffered (``PYTHONUNBUFFERED``) ``print``'s separate write of the newline let another rank's line
-    land between them."""
+    """Print ``text`` and its newline in one write to the stream: ranks under torchrun share one stdout.
+    Unbuffered (``PYTHONUNBUFFERED``), ``print``'s separate write of the newline let another rank's line
+    land between them; buffered, a flush at the buffer's size could split a line the same way."""
     sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
