@@ -95,6 +95,7 @@ def accuracy(
                         "cv_dice": report.cv_dice,
                         "threshold": report.threshold,
                         "outlines": report.outlines,
+                        "pixel": report.pixel,
                         "teach_s": round(seconds, 1),
                     }
                     for name, (test_images, test_masks) in tests.items():
