@@ -100,24 +100,27 @@ def pixel_filters(image: torch.Tensor) -> torch.Tensor:
     eigenvalues of its Hessian (scale-normalised): ilastik's pixel features, in which a ridge (a
     vessel) or an edge narrower than the head's grid cell still stands out.
 
-    Separable Gaussian-derivative convolutions; differentiable, so gradient attributions reach the
+    Separable Gaussian-derivative convolutions in float32, also under autocast (second derivatives
+    of a slice in [0, 1] are small differences); differentiable, so gradient attributions reach the
     slice through them.
     """
+    image = image.float()
     count, channels, height, width = image.shape
     flat = image.reshape(count * channels, 1, height, width)
     found = [image]
-    for sigma in FILTER_SCALES:
-        kernels = _gaussian_derivatives(sigma).to(image)
-        radius = kernels.shape[1] // 2
-        padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
-        along_x = F.conv2d(padded, kernels[:, None, None, :])  # smooth, d/dx, d²/dx² along x
-        pairs = along_x[:, [0, 1, 2, 0, 0, 1]]  # then along y: smooth, smooth, smooth, d/dy, d²/dy², d/dy
-        along_y = kernels[[0, 0, 0, 1, 2, 1]][:, None, :, None]
-        smooth, dx, dxx, dy, dyy, dxy = F.conv2d(pairs, along_y, groups=6).unbind(1)
-        half_trace, spread = (dxx + dyy) / 2, torch.sqrt(((dxx - dyy) / 2).square() + dxy.square() + 1e-12)
-        maps = [smooth, sigma * torch.sqrt(dx.square() + dy.square() + 1e-12)]
-        maps += [sigma**2 * (half_trace + spread), sigma**2 * (half_trace - spread)]
-        found += [m.reshape(count, channels, height, width) for m in maps]
+    with torch.autocast(image.device.type, enabled=False):
+        for sigma in FILTER_SCALES:
+            kernels = _gaussian_derivatives(sigma).to(image)
+            radius = kernels.shape[1] // 2
+            padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+            along_x = F.conv2d(padded, kernels[:, None, None, :])  # smooth, d/dx, d²/dx² along x
+            pairs = along_x[:, [0, 1, 2, 0, 0, 1]]  # then along y: smooth, smooth, smooth, d/dy, d²/dy², d/dy
+            along_y = kernels[[0, 0, 0, 1, 2, 1]][:, None, :, None]
+            smooth, dx, dxx, dy, dyy, dxy = F.conv2d(pairs, along_y, groups=6).unbind(1)
+            half_trace, spread = (dxx + dyy) / 2, torch.sqrt(((dxx - dyy) / 2).square() + dxy.square() + 1e-12)
+            maps = [smooth, sigma * torch.sqrt(dx.square() + dy.square() + 1e-12)]
+            maps += [sigma**2 * (half_trace + spread), sigma**2 * (half_trace - spread)]
+            found += [m.reshape(count, channels, height, width) for m in maps]
     return torch.cat(found, dim=1)
 
 
