@@ -635,8 +635,11 @@ def iter_teach(
         else candidates[0]
     )
     pixel = None
-    thin = options.strokes or _has_thin_class(prepared[best].items, num_classes)  # strokes say nothing of widths
-    if held_by[best] and options.mode == "head" and thin:
+    if (
+        held_by[best]
+        and options.mode == "head"
+        and (options.strokes or _has_thin_class(prepared[best].items, num_classes))  # strokes say nothing of widths
+    ):
         yield Progress(done, total, "try a pixel head")
         pixel, scores[best] = _pixel_head(prepared[best].items, held_by[best], scores[best], num_classes, options)
         if pixel is not None:
