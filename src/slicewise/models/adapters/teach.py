@@ -140,7 +140,7 @@ class PixelHead(nn.Module):
 
     def correct(self, logits: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
         """(P, K) corrected logits of P pixels from their (P, K) logits and (P, F) raw filters."""
-        standardized = (filters - self.standardize.mean.view(1, -1)) / self.standardize.std.view(1, -1)
+        standardized = self.standardize(filters[:, :, None, None]).flatten(1)
         return logits + self.classify(torch.cat([logits, standardized], dim=1))
 
     def on_filters(self, logits: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
