@@ -19,6 +19,7 @@ from slicewise.core.teach import (
     TeachError,
     TeachOptions,
     _calibrate,
+    _cv,
     _dice,
     _has_thin_class,
     dropped_out_projection,
@@ -212,6 +213,19 @@ def test_the_chosen_threshold_is_in_the_model_and_its_file(polyps, tmp_path: Pat
     reloaded = slicewise.load_model(path, device="cpu")
     assert reloaded.module.head.background_bias == 5.0
     assert predict(reloaded, images[3]).labels.sum() < plain
+
+
+def test_a_slice_marked_done_without_the_object_teaches_as_background_and_never_flatters_the_figure(polyps):
+    images, masks = polyps
+    blank = np.full_like(images[0], 40)  # a dark frame without a polyp
+    empty = np.zeros_like(masks[0])
+    assert np.isnan(_dice(empty.astype(np.int64), empty.astype(np.int64), 2))  # nothing there, nothing said
+    assert _cv([0.6, float("nan"), 0.0]) == pytest.approx(0.3)  # a false alarm still counts 0
+
+    _, report = teach([*images[:2], blank], [*masks[:2], empty], options=TeachOptions(**FAST))
+    assert report.slices == 3 and report.per_slice_dice[2] in (None, 0.0)
+    scored = [s for s in report.per_slice_dice if s is not None]
+    assert report.cv_dice == pytest.approx(np.mean(scored), abs=1e-4)
 
 
 def test_strokes_teach_from_painted_pixels_only(polyps):
