@@ -1,4 +1,5 @@
-"""The Teach panel in a real viewer: paint two slices, teach, get a proposal, accept it and undo."""
+"""The Teach panel in a real viewer: paint two slices, mark an empty one done, teach, get a proposal,
+accept it and undo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from qtpy.QtWidgets import QLabel
 
 from slicewise._qt.layers import META_KEY
 from slicewise._qt.panels.edit import EditPanel
-from slicewise._qt.panels.teach import STROKES, TeachPanel
+from slicewise._qt.panels.teach import COMPLETE, DONE_KEY, STROKES, TeachPanel
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
 
@@ -22,7 +23,8 @@ def stack(kvasir_test):
     width = min(image.shape[1] for _, image, _ in kvasir_test[:4])
     images = np.stack([image[:height, :width] for _, image, _ in kvasir_test[:4]])
     masks = np.stack([mask[:height, :width] for _, _, mask in kvasir_test[:4]])
-    return images, masks
+    blank = np.full_like(images[:1], 40)  # a dark frame without a polyp, as a scope shows between views
+    return np.concatenate([images, blank]), np.concatenate([masks, np.zeros_like(masks[:1])])
 
 
 def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_viewer, qtbot, stack):
@@ -36,11 +38,14 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     teach, edit = TeachPanel(state, runner), EditPanel(state, runner)
     teach.encoder.value = "efficientnet_lite0"
     assert teach.teach_from.value is person and "0 = background" in teach.how.value
+    viewer.dims.set_current_step(0, 4)
+    teach.done_button.native.click()  # the blank slice holds no polyp: nothing to paint, but it is done
+    assert "slice 4 is done" in teach.status.value and person.metadata[DONE_KEY] == [4]
     viewer.dims.set_current_step(0, 3)
 
     teach.teach_button.native.click()
     qtbot.waitUntil(lambda: state.proposal is not None and not runner.running(), timeout=TIMEOUT_MS)
-    assert teach.model is not None and "from 2 complete slices" in teach.status.value
+    assert teach.model is not None and "from 3 complete slices" in teach.status.value
     assert state.proposal.metadata[META_KEY]["role"] == "labels"
     assert state.proposal.data[3].any() and not state.proposal.data[0].any()  # only the viewed slice
     np.testing.assert_array_equal(person.data, painted)  # teaching never writes the person's labels
@@ -54,7 +59,7 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
 
     teach.next_button.native.click()
     qtbot.waitUntil(lambda: "label slice" in teach.status.value, timeout=TIMEOUT_MS)
-    assert viewer.dims.current_step[0] in (1, 3)
+    assert viewer.dims.current_step[0] in (1, 3)  # never a painted or a done slice
     runner.close()
     state.close()
 
@@ -70,7 +75,13 @@ def test_teach_says_what_is_missing_and_the_stroke_convention(make_napari_viewer
     assert "labels layer" in notifications[-1]
     teach.painted.value = STROKES
     assert "1 = background" in teach.how.value
-    viewer.add_labels(np.zeros((2, 32, 32), np.uint8), name="empty")
+    empty = viewer.add_labels(np.zeros((2, 32, 32), np.uint8), name="empty")
     assert teach.teach_from.value is not None
+    teach.done_button.native.click()
+    assert "paint background (label 1)" in notifications[-1] and DONE_KEY not in empty.metadata
+    teach.painted.value = COMPLETE
+    teach.done_button.native.click()
+    teach.done_button.native.click()  # a second press takes it back
+    assert empty.metadata[DONE_KEY] == [] and "no longer done" in teach.status.value
     runner.close()
     state.close()

@@ -37,11 +37,17 @@ HOW = {
 }
 
 
-def _labelled_slices(labels: Labels) -> tuple[np.ndarray, list[int]]:
-    """The labels as a stack (a 2D layer is one slice) and the indices of the slices that carry labels."""
+DONE_KEY = "slicewise_done_slices"  # the labels layer's metadata: slices marked done, painted or not
+
+
+def _labelled_slices(labels: Labels, *, strokes: bool = False) -> tuple[np.ndarray, list[int]]:
+    """The labels as a stack (a 2D layer is one slice) and the indices of the slices to teach from:
+    those that carry labels and, with complete slices, those marked done (all background where
+    nothing is painted: how a person says a slice holds no object)."""
     painted = np.asarray(labels.data)
     painted = painted[np.newaxis] if painted.ndim == 2 else painted
-    return painted, [z for z in range(painted.shape[0]) if painted[z].any()]
+    done = set() if strokes else {z for z in labels.metadata.get(DONE_KEY, ()) if 0 <= z < painted.shape[0]}
+    return painted, sorted({z for z in range(painted.shape[0]) if painted[z].any()} | done)
 
 
 def _image_slice(image: Image, ref: SliceRef) -> np.ndarray:
@@ -56,7 +62,7 @@ def teach_job(
 ) -> Generator[Progress, None, tuple[LoadedModel, Any] | Failure]:
     """Teach from the labelled slices of ``labels`` (the previous round's model as a start)."""
     try:
-        painted, labelled = _labelled_slices(labels)
+        painted, labelled = _labelled_slices(labels, strokes=options.strokes)
         flat = image.data.ndim - int(image.rgb) == 2
         images = [_image_slice(image, SliceRef() if flat else SliceRef((z,))) for z in labelled]
         model, report = yield from iter_teach(
@@ -103,13 +109,16 @@ class TeachPanel(Container):
         self.propose_button = PushButton(text="Propose slice")
         self.propose_all_button = PushButton(text="Propose all")
         self.next_button = PushButton(text="Next slice to label")
+        self.done_button = PushButton(text="Mark slice done")
+        self.done_button.tooltip = "teach from the viewed slice even where nothing is painted: there it is background"
         self.save_path = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model")
         self.status = Label(label="taught", value="nothing yet")
         for label in (self.how, self.status):
             label.native.setWordWrap(True)  # the report and the convention are sentences
         self.extend([self.teach_from, self.encoder, self.mode, self.painted, self.how])
-        self.extend([row(self.teach_button, self.propose_button, self.propose_all_button), self.next_button])
+        self.extend([row(self.teach_button, self.propose_button, self.propose_all_button)])
+        self.extend([row(self.done_button, self.next_button)])
         self.extend([self.save_path, self.save_button, self.status])
 
         self.painted.changed.connect(lambda how: setattr(self.how, "value", HOW[how]))
@@ -117,6 +126,7 @@ class TeachPanel(Container):
         self.propose_button.changed.connect(lambda: self.propose(every_slice=False))
         self.propose_all_button.changed.connect(lambda: self.propose(every_slice=True))
         self.next_button.changed.connect(self.next_slice)
+        self.done_button.changed.connect(self.mark_done)
         self.save_button.changed.connect(self.save)
         state.listen(state.viewer.layers.events.inserted, lambda _event: self.teach_from.reset_choices())
         state.listen(state.viewer.layers.events.removed, lambda _event: self.teach_from.reset_choices())
@@ -181,6 +191,29 @@ class TeachPanel(Container):
         if image in self._state.viewer.layers:
             self._state.proposal = show_prediction(self._state.viewer, image, prediction)
 
+    def mark_done(self) -> None:
+        """Mark the viewed slice done (or no longer done): a done slice teaches as background
+        wherever nothing is painted on it, so a slice without the object can say so."""
+        inputs = self._inputs()
+        if inputs is None:
+            return
+        if self.painted.value == STROKES:
+            show_error("With strokes, paint background (label 1) on a slice without the object; it needs no marking.")
+            return
+        image, labels = inputs
+        viewed = self._state.viewed_slice(image)
+        if viewed is None:
+            return
+        index = viewed.index[0] if viewed.index else 0
+        done = set(labels.metadata.get(DONE_KEY, ()))
+        done.symmetric_difference_update({index})
+        labels.metadata[DONE_KEY] = sorted(done)
+        self.status.value = (
+            f"slice {index} is done: it teaches as background wherever nothing is painted"
+            if index in done
+            else f"slice {index} is no longer done"
+        )
+
     def next_slice(self) -> None:
         """Move the viewer to the unlabelled slice the taught model is least sure about."""
         inputs = self._inputs()
@@ -192,7 +225,7 @@ class TeachPanel(Container):
         if image.data.ndim - int(image.rgb) < 3:
             show_error("The image is a single slice; there is no other slice to label.")
             return
-        labelled = _labelled_slices(labels)[1]
+        labelled = _labelled_slices(labels, strokes=self.painted.value == STROKES)[1]
         self._runner.submit(
             LANE,
             Job(
