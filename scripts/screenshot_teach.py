@@ -5,6 +5,9 @@ xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshot_teac
     --dataset chase_db1 --split train --slice 6
 SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python \
     scripts/screenshot_teach.py docs/images/teach_outlines.png --encoder tinyvit_litemedsam
+SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python \
+    scripts/screenshot_teach.py docs/images/teach_volume.png --volume mni152_icbm2009a_3d/image.nii.gz \
+    mni152_icbm2009a_3d/labels.nii.gz --labelled 27 78 128 --done 170 --slice 100
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 from screenshot import settle
 
 from slicewise._qt.dock import SlicewiseDock
-from slicewise.io.samples import sample_stack
+from slicewise.io.medical import read_volume
+from slicewise.io.samples import sample_stack, shared_data_dir
 
 
 def main() -> None:
@@ -28,13 +32,21 @@ def main() -> None:
     parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--slice", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a busy machine)")
+    parser.add_argument("--volume", nargs=2, metavar=("IMAGE", "LABELS"), help="a volume of ../shared/data instead")
+    parser.add_argument("--labelled", nargs="+", type=int, default=[0, 1, 2, 3], help="the slices painted")
+    parser.add_argument("--done", nargs="*", type=int, default=[], help="slices marked done with nothing painted")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     viewer = napari.Viewer(title="slicewise teach")
-    images, masks, _ = sample_stack(args.dataset, args.split)
-    image = viewer.add_image(images, name=f"{args.dataset} {args.split}", rgb=images.ndim == 4)
+    if args.volume:
+        images, masks = (read_volume(shared_data_dir() / path).array for path in args.volume)
+        title = args.volume[0]
+    else:
+        images, masks, _ = sample_stack(args.dataset, args.split)
+        title = f"{args.dataset} {args.split}"
+    image = viewer.add_image(images, name=title, rgb=images.ndim == 4)
     mine = viewer.add_labels(np.zeros(masks.shape, np.uint8), name="my labels")
-    mine.data[:4] = masks[:4]  # the slices a person painted completely
+    mine.data[args.labelled] = masks[args.labelled]  # the slices a person painted completely
     dock = SlicewiseDock(viewer)
     for name in ("restore", "predict", "review", "prompts"):
         getattr(dock, name).visible = False
@@ -44,6 +56,9 @@ def main() -> None:
     dock.state.image = image
     dock.teach.teach_from.value = mine
     dock.teach.encoder.value = args.encoder
+    for index in args.done:
+        viewer.dims.set_current_step(0, index)
+        dock.teach.done_button.native.click()
     viewer.dims.set_current_step(0, args.slice)
     dock.teach.teach_button.native.click()
     settle(lambda: dock.state.proposal is not None and not dock.runner.running(), seconds=900)
