@@ -58,7 +58,7 @@ def spread(labels: np.ndarray, count: int, *, holding: bool = True) -> list[int]
     """``count`` slices spread evenly over the slices that hold a label (the middle one for 1),
     or with ``holding=False`` over those that hold none."""
     chosen = [z for z in range(len(labels)) if bool(labels[z].any()) == holding]
-    return sorted({chosen[int((i + 0.5) * len(chosen) / count)] for i in range(count)}) if count else []
+    return sorted({chosen[int((i + 0.5) * len(chosen) / count)] for i in range(count)}) if count and chosen else []
 
 
 def _signed_distance(mask: np.ndarray) -> np.ndarray:

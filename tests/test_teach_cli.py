@@ -35,7 +35,8 @@ def test_teach_then_predict_and_inspect(folders, tmp_path: Path, capsys):
     assert code == 0 and model.is_file()
     assert "from 3 complete slices" in out and "cross-validated Dice" in out
     assert main(["inspect", str(model)]) == 0
-    assert "taught" in capsys.readouterr().out
+    inspected = capsys.readouterr().out
+    assert "taught" in inspected and all(path.name in inspected for path in masks.iterdir())  # which images
     assert main(["predict", str(images), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
 

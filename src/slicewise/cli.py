@@ -311,6 +311,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
             classes=classes,
             options=options,
             name=Path(args.out).stem,
+            names=[path.name for path in images],
         )
     )
     save_model(model, args.out)

@@ -46,6 +46,7 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     teach.teach_button.native.click()
     qtbot.waitUntil(lambda: state.proposal is not None and not runner.running(), timeout=TIMEOUT_MS)
     assert teach.model is not None and "from 3 complete slices" in teach.status.value
+    assert teach.model.provenance["teach"]["slice_names"] == ("polyps slice 0", "polyps slice 2", "polyps slice 4")
     assert state.proposal.metadata[META_KEY]["role"] == "labels"
     assert state.proposal.data[3].any() and not state.proposal.data[0].any()  # only the viewed slice
     np.testing.assert_array_equal(person.data, painted)  # teaching never writes the person's labels

@@ -268,6 +268,7 @@ def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from
             first, report = stop.value
             break
     assert report.slices == 2 and progress[-1].step == progress[-1].total
+    assert report.slice_names == ("slice 0", "slice 2") == first.provenance["teach"]["slice_names"]
     labels[1] = masks[1][:height, :width]
     second, report2 = teach(stack, labels, options=TeachOptions(**FAST), previous=first)
     assert report2.slices == 3 and report2.rounds == 2

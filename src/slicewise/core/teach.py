@@ -117,6 +117,7 @@ class TeachReport:
     labelled_pixels: int
     cv_dice: float | None
     per_slice_dice: tuple[float | None, ...]  # None: a slice without the object, predicted empty
+    slice_names: tuple[str, ...] = ()  # which slices were labelled, in per_slice_dice's order
     encoder_scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     rounds: int = 1
@@ -143,10 +144,12 @@ class TeachReport:
 
 @dataclass(frozen=True, eq=False)
 class Example:
-    """One labelled slice: the image and its per-pixel class (``UNLABELLED`` where nobody said)."""
+    """One labelled slice: the image, its per-pixel class (``UNLABELLED`` where nobody said) and
+    the name the model's provenance gives it (a file name, "slice 12" of a stack)."""
 
     image: np.ndarray
     target: np.ndarray
+    name: str = ""
 
 
 def examples_from(
@@ -155,12 +158,14 @@ def examples_from(
     *,
     labelled: Sequence[int] | None = None,
     strokes: bool = False,
+    names: Sequence[str] | None = None,
 ) -> list[Example]:
     """The labelled slices of ``images`` with their targets.
 
     images, masks: lists of 2D slices ((H, W) or (H, W, C)) and (H, W) label maps, or a stack
     (Z, H, W[, C]) with a (Z, H, W) labels stack, of which ``labelled`` are the labelled slices
-    (default: every slice with a nonzero label).
+    (default: every slice with a nonzero label). names: what to call each slice of the lists
+    (default "image 1", …; a stack's are "slice" and its index).
     """
     if isinstance(images, np.ndarray) and isinstance(masks, np.ndarray) and masks.ndim == 3:
         if images.shape[:3] != masks.shape:
@@ -170,11 +175,15 @@ def examples_from(
             )
         chosen = list(labelled) if labelled is not None else [i for i in range(len(masks)) if masks[i].any()]
         images, masks = [images[i] for i in chosen], [masks[i] for i in chosen]
+        names = [f"slice {i}" for i in chosen]
     images, masks = list(images), list(masks)
     if len(images) != len(masks):
         raise TeachError(f"{len(images)} images but {len(masks)} label maps; give one label map per image.")
     if not images:
         raise TeachError("No labelled slice: paint at least one slice (or a few strokes) before teaching.")
+    names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise TeachError(f"{len(names)} names for {len(images)} images; name each labelled image once.")
     examples = []
     for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
         image, mask = np.asarray(image), np.asarray(mask)
@@ -188,7 +197,7 @@ def examples_from(
         target = mask.astype(np.int64) - 1 if strokes else mask.astype(np.int64)
         if strokes:
             target[mask == 0] = UNLABELLED
-        examples.append(Example(image=image, target=target))
+        examples.append(Example(image=image, target=target, name=str(names[index])))
     return examples
 
 
@@ -356,6 +365,7 @@ def _fit_decoder(
             if len(objects) and float(torch.rand(1, generator=generator)) < _FOREGROUND_WINDOWS:
                 row, y, x = objects[int(torch.randint(len(objects), (1,), generator=generator))].tolist()
                 order = torch.cat([torch.tensor([row]), order[order != row]])
+                # the uniform draws, modulo the window, place the object cell at a random spot in it
                 top = min(max(0, y - top % _STEP_WINDOW), max(0, height - _STEP_WINDOW))
                 left = min(max(0, x - left % _STEP_WINDOW), max(0, width - _STEP_WINDOW))
             picked = candidates[order[:_STEP_SLICES]]
@@ -616,16 +626,18 @@ def iter_teach(
     options: TeachOptions | None = None,
     previous: LoadedModel | None = None,
     name: str = "taught",
+    names: Sequence[str] | None = None,
 ) -> Generator[Progress, None, tuple[LoadedModel, TeachReport]]:
     """Teach a model from labelled slices, yielding ``Progress``; returns the model and its report.
 
-    See ``examples_from`` for ``images``, ``masks`` and ``labelled``; ``classes`` names the
+    See ``examples_from`` for ``images``, ``masks``, ``labelled`` and ``names`` (the slices'
+    names in the report and the model's provenance); ``classes`` names the
     classes, background first (default: ``background, class 1, …``). ``previous``: the last
     round's model, whose head the new one starts from (a round then takes half the steps).
     """
     options = options or TeachOptions()
     started = time.perf_counter()
-    examples = examples_from(images, masks, labelled=labelled, strokes=options.strokes)
+    examples = examples_from(images, masks, labelled=labelled, strokes=options.strokes, names=names)
     num_classes = _class_count(examples, classes)
     class_names = tuple(classes) if classes else ("background", *(f"class {k}" for k in range(1, num_classes)))
     candidates = _candidates(options.encoder, previous)
@@ -678,6 +690,7 @@ def iter_teach(
         labelled_pixels=int(sum((e.target != UNLABELLED).sum() for e in examples)),
         cv_dice=_cv(per_slice) if per_slice else None,
         per_slice_dice=tuple(None if np.isnan(s) else round(s, 4) for s in per_slice),
+        slice_names=tuple(e.name for e in examples),
         encoder_scores={e: round(_cv(s), 4) for e, s in scores.items() if s},
         threshold=round(float(1 / (1 + np.exp(-biases[best]))), 3),
         outlines=refine[best],
@@ -743,10 +756,20 @@ def teach(
     options: TeachOptions | None = None,
     previous: LoadedModel | None = None,
     name: str = "taught",
+    names: Sequence[str] | None = None,
 ) -> tuple[LoadedModel, TeachReport]:
     """``iter_teach`` run to the end."""
     return run_to_end(
-        iter_teach(images, masks, classes=classes, labelled=labelled, options=options, previous=previous, name=name)
+        iter_teach(
+            images,
+            masks,
+            classes=classes,
+            labelled=labelled,
+            options=options,
+            previous=previous,
+            name=name,
+            names=names,
+        )
     )
 
 

@@ -66,7 +66,12 @@ def teach_job(
         flat = image.data.ndim - int(image.rgb) == 2
         images = [_image_slice(image, SliceRef() if flat else SliceRef((z,))) for z in labelled]
         model, report = yield from iter_teach(
-            images, [painted[z] for z in labelled], options=options, previous=previous, name=f"taught on {labels.name}"
+            images,
+            [painted[z] for z in labelled],
+            options=options,
+            previous=previous,
+            name=f"taught on {labels.name}",
+            names=[f"{image.name} slice {z}" for z in labelled],
         )
     except PERSON_ERRORS as error:
         return failure(error)
