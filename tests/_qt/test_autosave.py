@@ -14,9 +14,9 @@ import numpy as np
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication
 
-from slicewise._qt.autosave import Autosaver
+from slicewise._qt.autosave import Autosaver, restore_layer
 from slicewise._qt.dock import SlicewiseDock
-from slicewise._qt.layers import META_KEY
+from slicewise._qt.layers import DONE_KEY, META_KEY
 from slicewise._qt.provenance import tracker_of
 from slicewise.core.proposals import MODEL, PERSON
 from slicewise.io import autosave
@@ -139,13 +139,16 @@ def test_a_destroyed_widget_saves_at_once_and_closes_the_session_cleanly(make_na
     assert widget.restore.native.isHidden()  # nothing to restore
     mine = viewer.add_labels(np.zeros((8, 8), np.uint8), name="mine")
     mine.paint((3, 3), 1)
+    mine.metadata[DONE_KEY] = [0]  # marked done in the teach panel
     session = widget.restore.autosaver.session
     assert session.path is None  # the save waits for the event loop
     viewer.window.remove_dock_widget("all")
     widget.native.deleteLater()  # as when napari deletes its closed window, the dock widget with it
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     assert json.loads((session.path / SESSION_FILE).read_text())["closed"]
-    np.testing.assert_array_equal(autosave.restore(session.path)[0].labels, mine.data)  # the final save
+    (saved,) = autosave.restore(session.path)
+    np.testing.assert_array_equal(saved.labels, mine.data)  # the final save
+    assert restore_layer(viewer, saved).metadata[DONE_KEY] == [0]  # the done marks come back with the labels
     assert autosave.recoverable_sessions(autosave_dir) == []
 
 

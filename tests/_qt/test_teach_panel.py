@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QLabel
 
-from slicewise._qt.layers import META_KEY
+from slicewise._qt.layers import DONE_KEY, META_KEY
 from slicewise._qt.panels.edit import EditPanel
-from slicewise._qt.panels.teach import COMPLETE, DONE_KEY, STROKES, TeachPanel
+from slicewise._qt.panels.teach import COMPLETE, STROKES, TeachPanel
 from slicewise._qt.runner import JobRunner
 from slicewise._qt.state import DockState
 
@@ -40,7 +40,7 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     assert teach.teach_from.value is person and "0 = background" in teach.how.value
     viewer.dims.set_current_step(0, 4)
     teach.done_button.native.click()  # the blank slice holds no polyp: nothing to paint, but it is done
-    assert "slice 4 is done" in teach.status.value and person.metadata[DONE_KEY] == [4]
+    assert teach.status.value.startswith("slice 4 is done (done: 4)") and person.metadata[DONE_KEY] == [4]
     viewer.dims.set_current_step(0, 3)
 
     teach.teach_button.native.click()

@@ -29,6 +29,7 @@ def stack(seed: int = 0) -> SavedLabels:
         scale=(2.5, 0.5, 0.5),
         translate=(0.0, 10.0, -3.0),
         source="/data/scan.nii.gz",
+        done=(1, 4),
         saved_at=time.time(),
     )
 
@@ -66,6 +67,7 @@ def test_a_session_round_trips_labels_provenance_and_geometry_without_pickles(tm
         saved.source,
         saved.saved_at,
     )
+    assert restored.done == (1, 4)  # the slices marked done for teach
 
 
 def test_unchanged_older_and_removed_snapshots_are_not_written(tmp_path):

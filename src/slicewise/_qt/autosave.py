@@ -16,8 +16,9 @@ the dock widget writes every layer at once and marks the session cleanly closed.
 The dock's restore panel (``slicewise._qt.panels.restore``) owns the autosaver and offers the
 sessions of an earlier slicewise that did not close cleanly.
 
-Known limit: undo/redo of a *hidden* layer emits no event in napari 0.9, so it is saved with the
-layer's next change, at the latest when the widget closes.
+Known limits: undo/redo of a *hidden* layer emits no event in napari 0.9, and marking a slice done
+in the Teach panel (the layer's metadata, saved with it) changes no pixel, so either is saved with
+the layer's next change, at the latest when the widget closes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QCoreApplication, QTimer
 
-from slicewise._qt.layers import add_quietly, is_output, spatial_shape
+from slicewise._qt.layers import DONE_KEY, add_quietly, is_output, spatial_shape
 from slicewise._qt.provenance import track_provenance, tracker_of
 from slicewise.io import autosave
 from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, Throttle
@@ -160,6 +161,7 @@ class Autosaver:
                 scale=tuple(float(s) for s in layer.scale),
                 translate=tuple(float(t) for t in layer.translate),
                 source=source,
+                done=tuple(int(z) for z in layer.metadata.get(DONE_KEY, ())),
                 saved_at=time.time(),
             )
             snapshots.append((key, saved, next(self._generations)))
@@ -224,6 +226,8 @@ def restore_layer(viewer: napari.viewer.Viewer, saved: SavedLabels) -> Labels:
     layer = viewer.add_labels(
         saved.labels, name=f"{saved.name} (restored)", scale=saved.scale, translate=saved.translate
     )
+    if saved.done:
+        layer.metadata[DONE_KEY] = list(saved.done)
     if saved.provenance is not None:
         add_quietly(viewer, track_provenance(layer, saved.provenance).layer)
     return layer

@@ -55,7 +55,8 @@ class SavedLabels:
 
     ``labels`` has the layer's shape ((H, W) or (Z, H, W) ...), ``provenance`` (uint8) the same
     shape or None; ``scale`` and ``translate`` have one entry per axis; ``source`` names the image
-    the labels belong to, if known; ``saved_at`` is a ``time.time()`` stamp.
+    the labels belong to, if known; ``done`` the slices marked done for teach; ``saved_at`` is a
+    ``time.time()`` stamp.
     """
 
     name: str
@@ -64,6 +65,7 @@ class SavedLabels:
     scale: tuple[float, ...] = ()
     translate: tuple[float, ...] = ()
     source: str | None = None
+    done: tuple[int, ...] = ()
     saved_at: float = 0.0
 
     def same_content(self, other: SavedLabels) -> bool:
@@ -74,8 +76,8 @@ class SavedLabels:
             and np.array_equal(self.provenance, other.provenance)
         )
         return (
-            (self.name, self.scale, self.translate, self.source)
-            == (other.name, other.scale, other.translate, other.source)
+            (self.name, self.scale, self.translate, self.source, self.done)
+            == (other.name, other.scale, other.translate, other.source, other.done)
             and self.labels.dtype == other.labels.dtype
             and np.array_equal(self.labels, other.labels)
             and provenance_equal
@@ -164,6 +166,7 @@ class Session:
                 "scale": list(saved.scale),
                 "translate": list(saved.translate),
                 "source": saved.source,
+                "done": list(saved.done),
                 "saved_at": saved.saved_at,
                 "pid": os.getpid(),
                 "format_version": FORMAT_VERSION,
@@ -279,7 +282,8 @@ def restore(path: Path) -> list[SavedLabels]:
                 manifest = json.loads(str(npz["manifest"][()]))
                 provenance = npz["provenance"] if "provenance" in npz.files else None
                 labels = npz["labels"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            done = tuple(int(z) for z in manifest.get("done", ()))  # files from before done marks have none
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
             raise SlicewiseError(
                 f"Cannot read the autosaved labels {file} ({error}); discard them, or load the file with numpy.load."
             ) from error
@@ -291,6 +295,7 @@ def restore(path: Path) -> list[SavedLabels]:
                 scale=tuple(manifest["scale"]),
                 translate=tuple(manifest["translate"]),
                 source=manifest["source"],
+                done=done,
                 saved_at=float(manifest["saved_at"]),
             )
         )

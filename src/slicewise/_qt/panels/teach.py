@@ -17,7 +17,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
-from slicewise._qt.layers import is_output, show_prediction
+from slicewise._qt.layers import DONE_KEY, is_output, show_prediction
 from slicewise._qt.panels import row
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
@@ -35,9 +35,6 @@ HOW = {
     COMPLETE: "complete slices: every pixel of a labelled slice counts, 0 = background",
     STROKES: "strokes: 0 = not labelled, 1 = background, 2, 3… = your classes",
 }
-
-
-DONE_KEY = "slicewise_done_slices"  # the labels layer's metadata: slices marked done, painted or not
 
 
 def _labelled_slices(labels: Labels, *, strokes: bool = False) -> tuple[np.ndarray, list[int]]:
@@ -213,10 +210,11 @@ class TeachPanel(Container):
         done = set(labels.metadata.get(DONE_KEY, ()))
         done.symmetric_difference_update({index})
         labels.metadata[DONE_KEY] = sorted(done)
+        marked = f" (done: {', '.join(map(str, sorted(done)))})" if done else ""
         self.status.value = (
-            f"slice {index} is done: it teaches as background wherever nothing is painted"
+            f"slice {index} is done{marked}: it teaches as background wherever nothing is painted"
             if index in done
-            else f"slice {index} is no longer done"
+            else f"slice {index} is no longer done{marked}"
         )
 
     def next_slice(self) -> None:
