@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import slicewise
 from slicewise.core.features import FEATURES, frozen_encoder, slice_features
@@ -21,6 +22,7 @@ from slicewise.core.teach import (
     _calibrate,
     _cv,
     _dice,
+    _fit_pixels,
     _has_thin_class,
     dropped_out_projection,
     iter_next_slice,
@@ -163,6 +165,22 @@ def test_pixel_filters_find_a_line_thinner_than_a_grid_cell_and_nothing_on_a_fla
     lower_eigenvalue = filters[0, 12]  # the first scale's smaller Hessian eigenvalue, first channel
     assert lower_eigenvalue[:, 19:21].mean() < -0.3  # strongly curved across the line
     assert lower_eigenvalue[:, :10].abs().max() < 1e-4  # nothing far from it
+
+
+def test_pixel_heads_fitted_together_are_each_the_head_fitted_alone():
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(3):  # a slice's (P, K) logits, (P, F) filters and (P,) classes
+        classes = torch.randint(2, (300,), generator=generator)
+        logits = torch.randn(300, 2, generator=generator) + 2 * F.one_hot(classes, 2)
+        samples.append((logits, torch.randn(300, 39, generator=generator) * 5 + 1, classes))
+    pools = [[1, 2], [0, 2], [0, 1, 2]]
+    together = _fit_pixels(samples, pools, 2, seed=3)
+    for pool, head in zip(pools, together, strict=True):
+        (alone,) = _fit_pixels(samples, [pool], 2, seed=3)
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(head.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(together[0].classify[0].weight, together[1].classify[0].weight)
 
 
 def test_only_a_class_narrower_than_two_grid_cells_counts_as_thin():

@@ -549,28 +549,61 @@ def _pixel_samples(
     return logit_rows, filter_rows, target[picked]
 
 
-def _fit_pixel(
-    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], num_classes: int, seed: int
-) -> PixelHead:
-    """A ``PixelHead`` fitted on ``_pixel_samples`` of some slices (AdamW, ``_PIXEL_STEPS`` steps of
-    ``_PIXEL_BATCH`` pixels, the grid head's loss), its filters standardised on them."""
+def _fit_pixels(
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], pools: list[list[int]], num_classes: int, seed: int
+) -> list[PixelHead]:
+    """A ``PixelHead`` for each pool of slices (indices into ``_pixel_samples`` per slice), its
+    filters standardised on that pool's pixels; AdamW, ``_PIXEL_STEPS`` steps of ``_PIXEL_BATCH``
+    pixels, the grid head's loss.
+
+    The heads are fitted at once, their weights stacked and each step one batched product: a head
+    is a few thousand weights, so a step of one head is almost all per-step overhead, and the
+    cross-validation's heads and the final one cost about what one did. Each head starts from the
+    same weights and draws its pixels from its own generator of the same seed, and Adam is
+    elementwise, so each is the head it would be if fitted alone (a test checks it).
+    """
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    logits, filters, classes = (torch.cat(part) for part in zip(*samples, strict=True))
-    head = PixelHead(num_classes)
-    wide = filters.double()
-    head.standardize.fit(len(wide), wide.sum(0), wide.square().sum(0))
-    soft = F.one_hot(classes, num_classes).float()
-    every = torch.ones(1, 1, _PIXEL_BATCH, 1)
-    optimizer = torch.optim.AdamW(head.classify.parameters(), lr=1e-2, weight_decay=1e-3)
+    start = PixelHead(num_classes)
+    heads, rows, sizes = [], [], []
+    for pool in pools:
+        logits, filters, classes = (torch.cat(part) for part in zip(*(samples[i] for i in pool), strict=True))
+        head = PixelHead(num_classes)
+        head.load_state_dict(start.state_dict())
+        wide = filters.double()
+        head.standardize.fit(len(wide), wide.sum(0), wide.square().sum(0))
+        heads.append(head)
+        standardized = head.standardize(filters[:, :, None, None]).flatten(1)
+        rows.append(torch.cat([logits, standardized, F.one_hot(classes, num_classes).float()], dim=1))
+        sizes.append(len(classes))
+    table = torch.cat(rows)  # every head's pixels, one row each: logits, standardised filters, one-hot class
+    offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+    generators = [torch.Generator().manual_seed(seed) for _ in pools]
+    first, second = start.classify[0], start.classify[2]
+    stacked = [  # (heads, in, out) weights and (heads, 1, out) biases of the two layers
+        p.detach().expand(len(pools), *p.shape).clone().requires_grad_()
+        for p in (first.weight.T, first.bias[None], second.weight.T, second.bias[None])
+    ]
+    every = torch.ones(len(pools), 1, _PIXEL_BATCH, 1)
+    optimizer = torch.optim.AdamW(stacked, lr=1e-2, weight_decay=1e-3)
     with torch.enable_grad():
         for _ in range(_PIXEL_STEPS):
-            picked = torch.randint(len(classes), (_PIXEL_BATCH,), generator=generator)
-            corrected = head.correct(logits[picked], filters[picked])
+            picked = torch.cat(
+                [torch.randint(n, (_PIXEL_BATCH,), generator=g) for n, g in zip(sizes, generators, strict=True)]
+            )
+            batch = table[picked + offsets.repeat_interleave(_PIXEL_BATCH)].view(len(pools), _PIXEL_BATCH, -1)
+            inputs, soft = batch[..., :-num_classes], batch[..., -num_classes:]
+            w1, b1, w2, b2 = stacked
+            corrected = inputs[..., :num_classes] + torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, inputs, w1)), w2)
             optimizer.zero_grad()
-            _loss(corrected.T[None, ..., None], soft[picked].T[None, ..., None], every).backward()
+            # each head one "slice" of the grid head's loss, which averages over them: times the heads, the sum
+            loss = _loss(corrected.transpose(1, 2)[..., None], soft.transpose(1, 2)[..., None], every) * len(pools)
+            loss.backward()
             optimizer.step()
-    return head.eval()
+    for index, head in enumerate(heads):
+        w1, b1, w2, b2 = (p[index].detach() for p in stacked)
+        head.classify[0].weight.data, head.classify[0].bias.data = w1.T.contiguous(), b1[0].clone()
+        head.classify[2].weight.data, head.classify[2].bias.data = w2.T.contiguous(), b2[0].clone()
+    return [head.eval() for head in heads]
 
 
 def _pixel_head(
@@ -578,7 +611,8 @@ def _pixel_head(
 ) -> tuple[PixelHead | None, list[float]]:
     """A ``PixelHead`` on the grid head's held-out logits, if its own cross-validated Dice (each
     fold's pixel head fitted on the other folds' slices) beats ``scores`` by ``_CALIBRATION_GAIN``,
-    and the scores then kept.
+    and the scores then kept. The folds' heads and the final one are fitted together
+    (``_fit_pixels``); the final one is kept only then.
 
     It learns from held-out logits because a new slice's logits are held-out logits; the margin
     because it is a learned stage, not a choice between two fixed ones.
@@ -588,16 +622,19 @@ def _pixel_head(
     with torch.no_grad():
         filters = [pixel_filters(item.image) for item in items]
     samples = [_pixel_samples(*parts, generator) for parts in zip(items, held, filters, strict=True)]
+    folds = _folds(len(items), options.folds)
+    *fold_heads, final = _fit_pixels(
+        samples, [fitted for fitted, _ in folds] + [list(range(len(items)))], num_classes, seed
+    )
     tried: dict[int, float] = {}
-    for fitted, out in _folds(len(items), options.folds):
-        head = _fit_pixel([samples[i] for i in fitted], num_classes, seed)
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for head, (_, out) in zip(fold_heads, folds, strict=True):
             for i in out:
                 margin, foreground = _margin(head.on_filters(held[i], filters[i]), items[i])
                 tried[i] = _dice(_labels(margin, foreground, 0.0), items[i].example.target, num_classes)
     pixel_scores = [tried[i] for i in range(len(items))]
     if _cv(pixel_scores) >= _cv(scores) + _CALIBRATION_GAIN:
-        return _fit_pixel(samples, num_classes, seed), pixel_scores
+        return final, pixel_scores
     return None, scores
 
 
