@@ -35,7 +35,7 @@ from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QCoreApplication, QTimer
 
-from slicewise._qt.layers import DONE_KEY, add_quietly, is_output, spatial_shape
+from slicewise._qt.layers import DONE_KEY, add_quietly, done_slices, is_output, spatial_shape
 from slicewise._qt.provenance import track_provenance, tracker_of
 from slicewise.io import autosave
 from slicewise.io.autosave import DEFAULT_INTERVAL, SavedLabels, Session, Throttle
@@ -161,7 +161,7 @@ class Autosaver:
                 scale=tuple(float(s) for s in layer.scale),
                 translate=tuple(float(t) for t in layer.translate),
                 source=source,
-                done=tuple(int(z) for z in layer.metadata.get(DONE_KEY, ())),
+                done=tuple(done_slices(layer)),
                 saved_at=time.time(),
             )
             snapshots.append((key, saved, next(self._generations)))

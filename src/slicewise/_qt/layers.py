@@ -25,6 +25,13 @@ from slicewise.core.types import Prediction, SliceRef
 META_KEY = "slicewise"
 INFO_KEY = "slicewise_info"  # of an output labels layer: its class names, colour family and predicted slices
 DONE_KEY = "slicewise_done_slices"  # of a person's labels layer: the slices marked done for teach, painted or not
+
+
+def done_slices(layer: napari.layers.Labels) -> list[int]:
+    """The slices of a person's labels ``layer`` marked done in the Teach panel, in order."""
+    return sorted(int(z) for z in layer.metadata.get(DONE_KEY, ()))
+
+
 # colour families, one per model (class 1, 2, ... of a model take its family's colours in turn): bright
 # colours that stand out on endoscopy, fundus, ultrasound and MR alike, and from each other
 COLOUR_FAMILIES = (

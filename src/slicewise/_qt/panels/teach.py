@@ -17,7 +17,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
-from slicewise._qt.layers import DONE_KEY, is_output, show_prediction
+from slicewise._qt.layers import DONE_KEY, done_slices, is_output, show_prediction
 from slicewise._qt.panels import row
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
@@ -43,7 +43,7 @@ def _labelled_slices(labels: Labels, *, strokes: bool = False) -> tuple[np.ndarr
     nothing is painted: how a person says a slice holds no object)."""
     painted = np.asarray(labels.data)
     painted = painted[np.newaxis] if painted.ndim == 2 else painted
-    done = set() if strokes else {z for z in labels.metadata.get(DONE_KEY, ()) if 0 <= z < painted.shape[0]}
+    done = set() if strokes else {z for z in done_slices(labels) if 0 <= z < painted.shape[0]}
     return painted, sorted({z for z in range(painted.shape[0]) if painted[z].any()} | done)
 
 
@@ -207,7 +207,7 @@ class TeachPanel(Container):
         if viewed is None:
             return
         index = viewed.index[0] if viewed.index else 0
-        done = set(labels.metadata.get(DONE_KEY, ()))
+        done = set(done_slices(labels))
         done.symmetric_difference_update({index})
         labels.metadata[DONE_KEY] = sorted(done)
         marked = f" (done: {', '.join(map(str, sorted(done)))})" if done else ""
