@@ -8,6 +8,9 @@ SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .ven
 SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python \
     scripts/screenshot_teach.py docs/images/teach_volume.png --volume mni152_icbm2009a_3d/image.nii.gz \
     mni152_icbm2009a_3d/labels.nii.gz --labelled 27 78 128 --done 170 --slice 100
+SLICEWISE_AUTOSAVE_DIR=$(mktemp -d) xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python \
+    scripts/screenshot_teach.py docs/images/fill_between.png --volume pyradiomics_3d/brain2_image.nrrd \
+    pyradiomics_3d/brain2_label.nrrd --labelled 8 10 --slice 9 --fill
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--volume", nargs=2, metavar=("IMAGE", "LABELS"), help="a volume of ../shared/data instead")
     parser.add_argument("--labelled", nargs="+", type=int, default=[0, 1, 2, 3], help="the slices painted")
     parser.add_argument("--done", nargs="*", type=int, default=[], help="slices marked done with nothing painted")
+    parser.add_argument("--fill", action="store_true", help="press Fill between instead of Teach")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     viewer = napari.Viewer(title="slicewise teach")
@@ -60,7 +64,7 @@ def main() -> None:
         viewer.dims.set_current_step(0, index)
         dock.teach.done_button.native.click()
     viewer.dims.set_current_step(0, args.slice)
-    dock.teach.teach_button.native.click()
+    (dock.teach.fill_button if args.fill else dock.teach.teach_button).native.click()
     settle(lambda: dock.state.proposal is not None and not dock.runner.running(), seconds=900)
     print(dock.teach.status.value, flush=True)
     viewer.layers.selection.active = mine

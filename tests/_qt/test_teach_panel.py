@@ -86,3 +86,48 @@ def test_teach_says_what_is_missing_and_the_stroke_convention(make_napari_viewer
     assert empty.metadata[DONE_KEY] == [] and "no longer done" in teach.status.value
     runner.close()
     state.close()
+
+
+def test_fill_between_proposes_the_slices_between_two_painted_ones(make_napari_viewer, qtbot, data_dir, notifications):
+    root = data_dir / "pyradiomics_3d"
+    viewer = make_napari_viewer()
+    state, runner = DockState(viewer), JobRunner()
+    state.image = viewer.open(root / "brain2_image.nrrd", plugin="slicewise")[0]
+    reference = viewer.open(root / "brain2_label.nrrd", plugin="slicewise")[0]  # the tumour: slices 8-10
+    geometry = {"scale": state.image.scale, "translate": state.image.translate}  # as napari's new labels button
+    person = viewer.add_labels(np.zeros(reference.data.shape, np.uint8), name="my labels", **geometry)
+    teach, edit = TeachPanel(state, runner), EditPanel(state, runner)
+    teach.teach_from.value = person
+    person.data[8] = reference.data[8]
+    viewer.dims.set_current_step(0, 8)
+    teach.fill_button.native.click()
+    qtbot.waitUntil(lambda: not runner.running(), timeout=TIMEOUT_MS)
+    assert "two slices" in notifications[-1] and state.proposal is None  # one slice: nothing to fill between
+
+    person.data[10] = reference.data[10]
+    viewer.dims.set_current_step(0, 3)
+    teach.done_button.native.click()  # slice 3 holds no tumour: nothing is carried from 8 towards it
+    painted = person.data.copy()
+    teach.fill_button.native.click()
+    qtbot.waitUntil(lambda: teach.status.value.startswith("filled"), timeout=TIMEOUT_MS)
+    assert teach.status.value.startswith("filled between your labelled slices (5 slices, 4–9)")
+    proposal = state.proposal
+    assert proposal.metadata[META_KEY]["model"] == "fill between slices"
+    assert not [layer for layer in viewer.layers if "P(" in layer.name]  # no model, so no probabilities
+    assert not proposal.data[:9].any() and not proposal.data[10:].any()
+    tumour, filled = reference.data[9] > 0, proposal.data[9] > 0
+    assert 2 * np.sum(tumour & filled) / (tumour.sum() + filled.sum()) > 0.55
+    np.testing.assert_array_equal(person.data, painted)  # filling never writes the person's labels
+
+    viewer.dims.set_current_step(0, 9)
+    state.target = person
+    edit.accept_button.native.click()
+    np.testing.assert_array_equal(person.data[9] > 0, filled)
+    person.undo()
+    np.testing.assert_array_equal(person.data, painted)
+
+    teach.painted.value = STROKES
+    teach.fill_button.native.click()
+    assert "needs complete slices" in notifications[-1]
+    runner.close()
+    state.close()

@@ -2,7 +2,9 @@
 
 The panel reads controls and the viewer, runs ``slicewise.core.teach`` in the runner's ``"teach"``
 lane and writes the taught model's proposals into slicewise's own layers (``show_prediction``),
-where the edit panel accepts, merges or rejects them with undo. The person's labels are only read.
+where the edit panel accepts, merges or rejects them with undo. *Fill between* proposes the slices
+between labelled ones from their shapes alone (``slicewise.core.interpolate``), into the same kind of
+layers. The person's labels are only read.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
-from slicewise._qt.layers import DONE_KEY, done_slices, is_output, show_prediction
+from slicewise._qt.layers import DONE_KEY, describe_slices, done_slices, is_output, show_prediction, spatial_shape
 from slicewise._qt.panels import row
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
 from slicewise.api import save_model
+from slicewise.core.evaluation import class_names_for
 from slicewise.core.inference import iter_predict, run_to_end
+from slicewise.core.interpolate import iter_fill_between
 from slicewise.core.slices import take_slice
 from slicewise.core.teach import MODES, TeachOptions, iter_next_slice, iter_teach
-from slicewise.core.types import PredictOptions, Progress, SliceRef
+from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
 from slicewise.models.encoders import available_encoders
 from slicewise.models.loaded import LoadedModel
 
@@ -87,6 +91,25 @@ def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Gener
     return None
 
 
+FILLED = "fill between slices"
+
+
+def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]:
+    """Each unlabelled slice between two labelled ones, filled from their shapes, as a ``Prediction``;
+    returns the filled slices' indices."""
+    painted, labelled = _labelled_slices(labels)
+    class_names = class_names_for(*(painted[z] for z in labelled))
+    filled_slices = []
+    try:
+        for z, filled in iter_fill_between(painted, labelled):
+            onehot = np.eye(len(class_names), dtype=np.float32)[filled].transpose(2, 0, 1)
+            yield Prediction(filled.astype(np.uint8), onehot, class_names, FILLED, "cpu", SliceRef((z,)))
+            filled_slices.append(z)
+    except PERSON_ERRORS as error:
+        return failure(error)
+    return filled_slices
+
+
 def next_slice_job(model: LoadedModel, image: Image, labelled: list[int]) -> Generator[Progress, None, Any]:
     stack = [_image_slice(image, SliceRef((z,))) for z in range(image.data.shape[0])]
     try:
@@ -96,7 +119,8 @@ def next_slice_job(model: LoadedModel, image: Image, labelled: list[int]) -> Gen
 
 
 class TeachPanel(Container):
-    """Labels to learn from, encoder, mode, how the labels are painted; Teach, Propose, Next slice, Save."""
+    """Labels to learn from, encoder, mode, how the labels are painted; Teach, Propose, Mark done, Fill
+    between, Next slice, Save."""
 
     def __init__(self, state: DockState, runner: JobRunner) -> None:
         super().__init__()
@@ -113,6 +137,8 @@ class TeachPanel(Container):
         self.next_button = PushButton(text="Next slice to label")
         self.done_button = PushButton(text="Mark slice done")
         self.done_button.tooltip = "teach from the viewed slice even where nothing is painted: there it is background"
+        self.fill_button = PushButton(text="Fill between")
+        self.fill_button.tooltip = "propose each slice between two labelled ones from their shapes, with no model"
         self.save_path = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save model")
         self.status = Label(label="taught", value="nothing yet")
@@ -120,7 +146,7 @@ class TeachPanel(Container):
             label.native.setWordWrap(True)  # the report and the convention are sentences
         self.extend([self.teach_from, self.encoder, self.mode, self.painted, self.how])
         self.extend([row(self.teach_button, self.propose_button, self.propose_all_button)])
-        self.extend([row(self.done_button, self.next_button)])
+        self.extend([row(self.done_button, self.fill_button, self.next_button)])
         self.extend([self.save_path, self.save_button, self.status])
 
         self.painted.changed.connect(lambda how: setattr(self.how, "value", HOW[how]))
@@ -129,6 +155,7 @@ class TeachPanel(Container):
         self.propose_all_button.changed.connect(lambda: self.propose(every_slice=True))
         self.next_button.changed.connect(self.next_slice)
         self.done_button.changed.connect(self.mark_done)
+        self.fill_button.changed.connect(self.fill)
         self.save_button.changed.connect(self.save)
         state.listen(state.viewer.layers.events.inserted, lambda _event: self.teach_from.reset_choices())
         state.listen(state.viewer.layers.events.removed, lambda _event: self.teach_from.reset_choices())
@@ -189,9 +216,9 @@ class TeachPanel(Container):
         )
         self._runner.submit(LANE, job)
 
-    def _show(self, image: Image, prediction: Any) -> None:
+    def _show(self, image: Image, prediction: Any, *, probabilities: bool = True) -> None:
         if image in self._state.viewer.layers:
-            self._state.proposal = show_prediction(self._state.viewer, image, prediction)
+            self._state.proposal = show_prediction(self._state.viewer, image, prediction, probabilities=probabilities)
 
     def mark_done(self) -> None:
         """Mark the viewed slice done (or no longer done): a done slice teaches as background
@@ -215,6 +242,37 @@ class TeachPanel(Container):
             f"slice {index} is done{marked}: it teaches as background wherever nothing is painted"
             if index in done
             else f"slice {index} is no longer done{marked}"
+        )
+
+    def fill(self) -> None:
+        """Propose the slices between labelled ones by interpolating their shapes (no model needed)."""
+        inputs = self._inputs()
+        if inputs is None:
+            return
+        if self.painted.value == STROKES:
+            show_error("Filling between slices needs complete slices; strokes leave the shapes unknown.")
+            return
+        image, labels = inputs
+        if image.data.ndim - int(image.rgb) < 3:
+            show_error("The image is a single slice; there are no slices to fill between.")
+            return
+        if spatial_shape(image) != labels.data.shape:
+            show_error("The labels layer must have the image's shape to fill between its slices.")
+            return
+        self._runner.submit(
+            LANE,
+            Job(
+                work=fill_job,
+                args=(labels,),
+                on_yield=lambda prediction: self._show(image, prediction, probabilities=False),
+                on_result=self._filled,
+                description="slicewise fill between",
+            ),
+        )
+
+    def _filled(self, slices: list[int]) -> None:
+        self.status.value = (
+            f"filled between your labelled slices{describe_slices(slices)}: accept, merge or reject as any proposal"
         )
 
     def next_slice(self) -> None:
