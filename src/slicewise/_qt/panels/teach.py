@@ -1,35 +1,30 @@
 """Teach a new task from the slices a person labelled, propose, and point at the next slice to label.
 
-The panel reads controls and the viewer, runs ``slicewise.core.teach`` in the runner's ``"teach"``
-lane and writes the taught model's proposals into slicewise's own layers (``show_prediction``),
-where the edit panel accepts, merges or rejects them with undo. *Fill between* proposes the slices
-between labelled ones from their shapes alone (``slicewise.core.interpolate``), into the same kind of
-layers. The person's labels are only read.
+The panel reads controls and the viewer, starts its jobs (``teach_jobs.py``: ``slicewise.core.teach``
+and ``slicewise.core.interpolate``) in the runner's ``"teach"`` lane and writes their proposals into
+slicewise's own layers (``show_prediction``), where the edit panel accepts, merges or rejects them
+with undo. *Fill between* proposes the slices between labelled ones from their shapes alone, with no
+model. The person's labels are only read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
-from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
+from slicewise._qt.jobs import PERSON_ERRORS
 from slicewise._qt.layers import DONE_KEY, describe_slices, done_slices, is_output, show_prediction, spatial_shape
 from slicewise._qt.panels import row
+from slicewise._qt.panels.teach_jobs import fill_job, labelled_slices, next_slice_job, propose_job, teach_job
 from slicewise._qt.runner import Job, JobRunner
 from slicewise._qt.state import DockState
 from slicewise.api import save_model
-from slicewise.core.evaluation import class_names_for
-from slicewise.core.inference import iter_predict, run_to_end
-from slicewise.core.interpolate import iter_fill_between
-from slicewise.core.slices import take_slice
-from slicewise.core.teach import MODES, TeachOptions, iter_next_slice, iter_teach
-from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
+from slicewise.core.teach import MODES, TeachOptions
+from slicewise.core.types import SliceRef
 from slicewise.models.encoders import available_encoders
 from slicewise.models.loaded import LoadedModel
 
@@ -39,83 +34,6 @@ HOW = {
     COMPLETE: "complete slices: every pixel of a labelled slice counts, 0 = background",
     STROKES: "strokes: 0 = not labelled, 1 = background, 2, 3… = your classes",
 }
-
-
-def _labelled_slices(labels: Labels, *, strokes: bool = False) -> tuple[np.ndarray, list[int]]:
-    """The labels as a stack (a 2D layer is one slice) and the indices of the slices to teach from:
-    those that carry labels and, with complete slices, those marked done (all background where
-    nothing is painted: how a person says a slice holds no object)."""
-    painted = np.asarray(labels.data)
-    painted = painted[np.newaxis] if painted.ndim == 2 else painted
-    done = set() if strokes else {z for z in done_slices(labels) if 0 <= z < painted.shape[0]}
-    return painted, sorted({z for z in range(painted.shape[0]) if painted[z].any()} | done)
-
-
-def _image_slice(image: Image, ref: SliceRef) -> np.ndarray:
-    """The slice ``ref`` of the image layer (the whole image when it is 2D), read alone (lazy stacks stay lazy)."""
-    if not ref.index:
-        return np.asarray(image.data)
-    return take_slice(image.data, ref, rgb=image.rgb)
-
-
-def teach_job(
-    image: Image, labels: Labels, options: TeachOptions, previous: LoadedModel | None
-) -> Generator[Progress, None, tuple[LoadedModel, Any] | Failure]:
-    """Teach from the labelled slices of ``labels`` (the previous round's model as a start)."""
-    try:
-        painted, labelled = _labelled_slices(labels, strokes=options.strokes)
-        flat = image.data.ndim - int(image.rgb) == 2
-        images = [_image_slice(image, SliceRef() if flat else SliceRef((z,))) for z in labelled]
-        model, report = yield from iter_teach(
-            images,
-            [painted[z] for z in labelled],
-            options=options,
-            previous=previous,
-            name=f"taught on {labels.name}",
-            names=[f"{image.name} slice {z}" for z in labelled],
-        )
-    except PERSON_ERRORS as error:
-        return failure(error)
-    return model, report
-
-
-def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Generator[Any, None, Failure | None]:
-    """Predict each of ``refs`` with the taught model, yielding each ``Prediction`` as it is ready."""
-    for ref in refs:
-        plane = _image_slice(image, ref)
-        try:
-            prediction = run_to_end(iter_predict(model, plane, PredictOptions(slice_ref=ref, uncertainty="entropy")))
-        except PERSON_ERRORS as error:
-            return failure(error)
-        yield prediction
-    return None
-
-
-FILLED = "fill between slices"
-
-
-def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]:
-    """Each unlabelled slice between two labelled ones, filled from their shapes, as a ``Prediction``;
-    returns the filled slices' indices."""
-    painted, labelled = _labelled_slices(labels)
-    class_names = class_names_for(*(painted[z] for z in labelled))
-    filled_slices = []
-    try:
-        for z, filled in iter_fill_between(painted, labelled):
-            onehot = np.eye(len(class_names), dtype=np.float32)[filled].transpose(2, 0, 1)
-            yield Prediction(filled.astype(np.uint8), onehot, class_names, FILLED, "cpu", SliceRef((z,)))
-            filled_slices.append(z)
-    except PERSON_ERRORS as error:
-        return failure(error)
-    return filled_slices
-
-
-def next_slice_job(model: LoadedModel, image: Image, labelled: list[int]) -> Generator[Progress, None, Any]:
-    stack = [_image_slice(image, SliceRef((z,))) for z in range(image.data.shape[0])]
-    try:
-        return (yield from iter_next_slice(model, stack, labelled))
-    except PERSON_ERRORS as error:
-        return failure(error)
 
 
 class TeachPanel(Container):
@@ -286,7 +204,7 @@ class TeachPanel(Container):
         if image.data.ndim - int(image.rgb) < 3:
             show_error("The image is a single slice; there is no other slice to label.")
             return
-        labelled = _labelled_slices(labels, strokes=self.painted.value == STROKES)[1]
+        labelled = labelled_slices(labels, strokes=self.painted.value == STROKES)[1]
         self._runner.submit(
             LANE,
             Job(
