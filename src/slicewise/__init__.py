@@ -1,7 +1,8 @@
 """slicewise: annotation-assisted 2D medical image segmentation for napari.
 
 Load any model (``load_model``), predict on a slice (``predict``), teach a new task from a few
-labelled slices (``teach``, ``save_model``); the napari widget and the
+labelled slices (``teach``, ``save_model``), fill the slices between labelled ones of a volume
+(``fill_between``); the napari widget and the
 ``slicewise`` CLI call these same functions.
 
 Importing ``slicewise`` (or its readers, ``slicewise.io``) is light: the names below load their
@@ -22,6 +23,7 @@ _LAZY = {
     "predict": "slicewise.api",
     "save_model": "slicewise.api",
     "teach": "slicewise.api",
+    "fill_between": "slicewise.core.interpolate",
     "Prediction": "slicewise.core.types",
     "PredictOptions": "slicewise.core.types",
     "Progress": "slicewise.core.types",
@@ -43,6 +45,7 @@ __all__ = [
     "SlicewiseError",
     "__version__",
     "bundled_models",
+    "fill_between",
     "load_model",
     "predict",
     "save_model",
@@ -51,6 +54,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from slicewise.api import DEFAULT_MODEL, load_model, predict, save_model, teach
+    from slicewise.core.interpolate import fill_between
     from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
     from slicewise.errors import SlicewiseError
     from slicewise.models.loaded import Ensemble, LoadedModel

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import slicewise
 from slicewise.core.interpolate import fill_between, iter_fill_between
 from slicewise.errors import SlicewiseError
 from slicewise.io.medical import read_volume
@@ -42,7 +43,7 @@ def test_the_slice_between_two_painted_tumour_slices_of_a_real_mr(data_dir) -> N
     reference = read_volume(data_dir / "pyradiomics_3d" / "brain2_label.nrrd").array.astype(np.uint8)
     painted = np.zeros_like(reference)
     painted[[8, 10]] = reference[[8, 10]]  # the tumour is on slices 8, 9 and 10
-    filled = fill_between(painted, [8, 10])
+    filled = slicewise.fill_between(painted, [8, 10])
     overlap = 2 * np.sum((filled[9] > 0) & (reference[9] > 0)) / (np.sum(filled[9] > 0) + np.sum(reference[9] > 0))
     assert overlap > 0.55 and not filled[:8].any() and not filled[11:].any()
 
