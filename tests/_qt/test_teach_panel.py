@@ -46,6 +46,7 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     teach.teach_button.native.click()
     qtbot.waitUntil(lambda: state.proposal is not None and not runner.running(), timeout=TIMEOUT_MS)
     assert teach.model is not None and "from 3 complete slices" in teach.status.value
+    assert teach.status.value.endswith(". A proposal on slice 3.")  # after the round's line
     assert teach.model.provenance["teach"]["slice_names"] == ("polyps slice 0", "polyps slice 2", "polyps slice 4")
     assert state.proposal.metadata[META_KEY]["role"] == "labels"
     assert state.proposal.data[3].any() and not state.proposal.data[0].any()  # only the viewed slice
@@ -57,6 +58,16 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
     np.testing.assert_array_equal(person.data[[0, 2]], painted[[0, 2]])
     person.undo()
     np.testing.assert_array_equal(person.data, painted)
+
+    viewer.dims.set_current_step(0, 4)  # the blank frame it was taught is background: an empty proposal, said
+    teach.propose_button.native.click()
+    qtbot.waitUntil(lambda: "proposed on slice 4" in teach.status.value, timeout=TIMEOUT_MS)
+    assert teach.status.value.endswith(
+        "Nothing proposed on slice 4: label a slice showing the object, or use Fill between."
+    )
+    teach.propose_all_button.native.click()
+    qtbot.waitUntil(lambda: "of 5 slices" in teach.status.value, timeout=TIMEOUT_MS)
+    assert "from 3 complete slices" in teach.status.value and state.proposal.data[1].any()
 
     teach.next_button.native.click()
     qtbot.waitUntil(lambda: "label slice" in teach.status.value, timeout=TIMEOUT_MS)

@@ -44,6 +44,7 @@ class TeachPanel(Container):
         super().__init__()
         self._state, self._runner = state, runner
         self.model: LoadedModel | None = None
+        self._report = ""  # the last round's line, kept above what the proposals found
         self.teach_from = ComboBox(label="teach from", choices=self._person_layers, tooltip="your labels layer")
         self.encoder = ComboBox(label="encoder", choices=["auto", *available_encoders()], value="auto")
         self.mode = ComboBox(label="mode", choices=list(MODES), value="head")
@@ -110,7 +111,7 @@ class TeachPanel(Container):
 
     def _taught(self, result: tuple[LoadedModel, Any]) -> None:
         self.model, report = result
-        self.status.value = report.describe()
+        self._report = self.status.value = report.describe()
         show_info(report.describe())
         self.propose(every_slice=False)
 
@@ -129,10 +130,27 @@ class TeachPanel(Container):
             work=propose_job,
             args=(self.model, image, refs),
             on_yield=lambda prediction: self._show(image, prediction),
+            on_result=lambda found: self._proposed(refs, found),
             total=len(refs),
             description="slicewise proposals",
         )
         self._runner.submit(LANE, job)
+
+    def _proposed(self, refs: list[SliceRef], found: list[bool]) -> None:
+        """Say after the round's line what the proposals found: an empty proposal is otherwise invisible."""
+        where = [ref.index[0] if ref.index else 0 for ref, any_object in zip(refs, found, strict=True) if any_object]
+        if len(refs) > 1:
+            line = f"Objects proposed on {len(where)} of {len(refs)} slices{describe_slices(where)}."
+        elif where:
+            line = f"A proposal on {f'slice {refs[0].index[0]}' if refs[0].index else 'this image'}."
+        elif refs[0].index:
+            line = (
+                f"Nothing proposed on slice {refs[0].index[0]}: label a slice showing the object, or use Fill between."
+            )
+        else:
+            line = "Nothing proposed on this image: label another image showing the object and teach again."
+        # one wrapped paragraph: a line break would make the label ask for the width of its longest line
+        self.status.value = f"{self._report.rstrip('.')}. {line}" if self._report else line
 
     def _show(self, image: Image, prediction: Any, *, probabilities: bool = True) -> None:
         if image in self._state.viewer.layers:

@@ -60,8 +60,10 @@ def teach_job(
     return model, report
 
 
-def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Generator[Any, None, Failure | None]:
-    """Predict each of ``refs`` with the taught model, yielding each ``Prediction`` as it is ready."""
+def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Generator[Any, None, list[bool] | Failure]:
+    """Predict each of ``refs`` with the taught model, yielding each ``Prediction`` as it is ready;
+    returns, for each, whether it proposes any object."""
+    found = []
     for ref in refs:
         plane = image_slice(image, ref)
         try:
@@ -69,7 +71,8 @@ def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Gener
         except PERSON_ERRORS as error:
             return failure(error)
         yield prediction
-    return None
+        found.append(bool(prediction.labels.any()))
+    return found
 
 
 FILLED = "fill between slices"
