@@ -140,5 +140,13 @@ def test_fill_between_proposes_the_slices_between_two_painted_ones(make_napari_v
     teach.painted.value = STROKES
     teach.fill_button.native.click()
     assert "needs complete slices" in notifications[-1]
+    teach.painted.value = COMPLETE
+    objects = viewer.add_labels(np.zeros(reference.data.shape, np.uint16), name="one label per object", **geometry)
+    objects.data[8, 100:110, 100:110], objects.data[10, 100:110, 100:110] = 300, 300
+    teach.teach_from.value = objects
+    teach.fill_button.native.click()
+    qtbot.waitUntil(lambda: not runner.running(), timeout=TIMEOUT_MS)
+    assert "use label 300" in notifications[-1]
+    np.testing.assert_array_equal(person.data, painted)
     runner.close()
     state.close()

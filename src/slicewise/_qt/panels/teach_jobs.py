@@ -19,6 +19,7 @@ from slicewise.core.interpolate import iter_fill_between
 from slicewise.core.slices import take_slice
 from slicewise.core.teach import TeachOptions, iter_next_slice, iter_teach
 from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
+from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel
 
 
@@ -76,6 +77,7 @@ def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Gener
 
 
 FILLED = "fill between slices"
+MAX_CLASSES = 256  # proposals are uint8 class maps
 
 
 def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]:
@@ -83,6 +85,13 @@ def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]
     returns the filled slices' indices."""
     painted, labelled = labelled_slices(labels)
     class_names = class_names_for(*(painted[z] for z in labelled))
+    if len(class_names) > MAX_CLASSES:
+        return failure(
+            SlicewiseError(
+                f"The labels use label {len(class_names) - 1}; Fill between proposes classes up to "
+                f"{MAX_CLASSES - 1} (label objects of one kind with one class, not one label each)."
+            )
+        )
     filled_slices = []
     try:
         for z, filled in iter_fill_between(painted, labelled):
