@@ -319,6 +319,7 @@ def test_auto_compares_the_encoders_once_and_later_rounds_keep_its_choice(polyps
         ("count", "give one label map per image"),
         ("float", "labels are integers"),
         ("too_many", "only 2 classes were named"),
+        ("per_object", "use label 300, but a model has at most 255 classes"),
         ("nothing", "No labelled slice"),
     ],
 )
@@ -333,6 +334,7 @@ def test_bad_labels_are_one_sentence_and_change_nothing(polyps, case: str, messa
         "count": ([image, images[1]], [mask], {}),
         "float": ([image], [mask.astype(np.float32)], {}),
         "too_many": ([image], [mask * 2], {"classes": ("background", "polyp")}),
+        "per_object": ([image], [mask.astype(np.int32) * 300], {}),  # a label per object, as instance layers have
         "nothing": ([], [], {}),
     }[case]
     with pytest.raises(TeachError) as error:

@@ -49,6 +49,7 @@ from slicewise.models.adapters.teach import (
 from slicewise.models.encoders import available_encoders, get_encoder, weights_path
 from slicewise.models.loaded import LoadedModel
 from slicewise.models.registry import get_adapter, make_spec
+from slicewise.models.spec import MAX_CLASSES
 
 MODES = ("head", "in-context")
 AUTO_ENCODERS = ("efficientnet_lite0", "tinyvit_litemedsam")
@@ -207,6 +208,13 @@ def _class_count(examples: list[Example], classes: Sequence[str] | None) -> int:
     present = present[present != UNLABELLED]
     if present.size == 0:
         raise TeachError("The labels are empty; paint at least one object (and background) first.")
+    if present.max() >= MAX_CLASSES:
+        raise TeachError(
+            f"The labels use label {int(present.max())}, but a model has at most {MAX_CLASSES} classes "
+            "(background included): give objects of one kind one class, not one label each."
+        )
+    if classes and len(classes) > MAX_CLASSES:
+        raise TeachError(f"{len(classes)} classes were named; a model has at most {MAX_CLASSES}, background included.")
     count = len(classes) if classes else int(present.max()) + 1
     if present.max() >= count:
         raise TeachError(

@@ -21,6 +21,7 @@ from slicewise.core.teach import TeachOptions, iter_next_slice, iter_teach
 from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
 from slicewise.errors import SlicewiseError
 from slicewise.models.loaded import LoadedModel
+from slicewise.models.spec import MAX_CLASSES
 
 
 def labelled_slices(labels: Labels, *, strokes: bool = False) -> tuple[np.ndarray, list[int]]:
@@ -77,7 +78,6 @@ def propose_job(model: LoadedModel, image: Image, refs: list[SliceRef]) -> Gener
 
 
 FILLED = "fill between slices"
-MAX_CLASSES = 256  # proposals are uint8 class maps
 
 
 def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]:
@@ -89,7 +89,7 @@ def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]
         return failure(
             SlicewiseError(
                 f"The labels use label {len(class_names) - 1}; Fill between proposes classes up to "
-                f"{MAX_CLASSES - 1} (label objects of one kind with one class, not one label each)."
+                f"{MAX_CLASSES - 1} (give objects of one kind one class, not one label each)."
             )
         )
     filled_slices = []
