@@ -66,8 +66,9 @@ def test_teach_on_two_painted_slices_proposes_and_an_accept_undoes(make_napari_v
         "Nothing proposed on slice 4: label a slice showing the object, or use Fill between."
     )
     teach.propose_all_button.native.click()
-    qtbot.waitUntil(lambda: "of 5 slices" in teach.status.value, timeout=TIMEOUT_MS)
-    assert "from 3 complete slices" in teach.status.value and state.proposal.data[1].any()
+    qtbot.waitUntil(lambda: "slices left to label" in teach.status.value, timeout=TIMEOUT_MS)
+    assert "from 3 complete slices" in teach.status.value and "of the 2 slices left to label" in teach.status.value
+    assert state.proposal.data[1].any() and not state.proposal.data[[0, 2]].any()  # painted slices are decided
 
     teach.next_button.native.click()
     qtbot.waitUntil(lambda: "label slice" in teach.status.value, timeout=TIMEOUT_MS)

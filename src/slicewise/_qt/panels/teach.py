@@ -53,6 +53,7 @@ class TeachPanel(Container):
         self.teach_button = PushButton(text="Teach")
         self.propose_button = PushButton(text="Propose slice")
         self.propose_all_button = PushButton(text="Propose all")
+        self.propose_all_button.tooltip = "every slice you have not painted or marked done"
         self.next_button = PushButton(text="Next slice to label")
         self.done_button = PushButton(text="Mark slice done")
         self.done_button.tooltip = "teach from the viewed slice even where nothing is painted: there it is background"
@@ -116,7 +117,8 @@ class TeachPanel(Container):
         self.propose(every_slice=False)
 
     def propose(self, *, every_slice: bool) -> None:
-        """Proposals of the taught model on the viewed slice, or every slice, in slicewise's layers."""
+        """Proposals of the taught model on the viewed slice, or on every slice but those labelled
+        completely or marked done (the person has decided those), in slicewise's layers."""
         image = self._state.image
         if self.model is None or image is None:
             show_error("Teach a model first (paint a few slices, then press Teach).")
@@ -124,8 +126,15 @@ class TeachPanel(Container):
         viewed = self._state.viewed_slice(image)
         if viewed is None:
             return
-        depth = image.data.shape[0] if viewed.index else 1
-        refs = [SliceRef((z,)) for z in range(depth)] if every_slice and viewed.index else [viewed]
+        refs = [viewed]
+        if every_slice and viewed.index:
+            labels, decided = self.teach_from.value, set()
+            if labels is not None and self.painted.value == COMPLETE and labels.data.shape == spatial_shape(image):
+                decided = set(labelled_slices(labels)[1])
+            refs = [SliceRef((z,)) for z in range(image.data.shape[0]) if z not in decided]
+            if not refs:
+                show_info("Every slice is labelled or marked done: there is nothing left to propose.")
+                return
         job = Job(
             work=propose_job,
             args=(self.model, image, refs),
@@ -140,7 +149,7 @@ class TeachPanel(Container):
         """Say after the round's line what the proposals found: an empty proposal is otherwise invisible."""
         where = [ref.index[0] if ref.index else 0 for ref, any_object in zip(refs, found, strict=True) if any_object]
         if len(refs) > 1:
-            line = f"Objects proposed on {len(where)} of {len(refs)} slices{describe_slices(where)}."
+            line = f"Objects proposed on {len(where)} of the {len(refs)} slices left to label{describe_slices(where)}."
         elif where:
             line = f"A proposal on {f'slice {refs[0].index[0]}' if refs[0].index else 'this image'}."
         elif refs[0].index:
