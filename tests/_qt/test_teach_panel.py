@@ -110,6 +110,9 @@ def test_fill_between_proposes_the_slices_between_two_painted_ones(make_napari_v
     person = viewer.add_labels(np.zeros(reference.data.shape, np.uint8), name="my labels", **geometry)
     teach, edit = TeachPanel(state, runner), EditPanel(state, runner)
     teach.teach_from.value = person
+    teach.fill_button.native.click()
+    qtbot.waitUntil(lambda: not runner.running(), timeout=TIMEOUT_MS)
+    assert "two slices" in notifications[-1]  # nothing painted yet
     person.data[8] = reference.data[8]
     viewer.dims.set_current_step(0, 8)
     teach.fill_button.native.click()

@@ -44,7 +44,7 @@ class TeachPanel(Container):
         super().__init__()
         self._state, self._runner = state, runner
         self.model: LoadedModel | None = None
-        self._report = ""  # the last round's line, kept above what the proposals found
+        self._report = ""  # the last round's line, which what the proposals found is added to
         self.teach_from = ComboBox(label="teach from", choices=self._person_layers, tooltip="your labels layer")
         self.encoder = ComboBox(label="encoder", choices=["auto", *available_encoders()], value="auto")
         self.mode = ComboBox(label="mode", choices=list(MODES), value="head")

@@ -15,7 +15,7 @@ from slicewise._qt.jobs import PERSON_ERRORS, Failure, failure
 from slicewise._qt.layers import done_slices
 from slicewise.core.evaluation import class_names_for
 from slicewise.core.inference import iter_predict, run_to_end
-from slicewise.core.interpolate import iter_fill_between
+from slicewise.core.interpolate import check_fill_between, iter_fill_between
 from slicewise.core.slices import take_slice
 from slicewise.core.teach import TeachOptions, iter_next_slice, iter_teach
 from slicewise.core.types import Prediction, PredictOptions, Progress, SliceRef
@@ -84,16 +84,15 @@ def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]
     """Each unlabelled slice between two labelled ones, filled from their shapes, as a ``Prediction``;
     returns the filled slices' indices."""
     painted, labelled = labelled_slices(labels)
-    class_names = class_names_for(*(painted[z] for z in labelled))
-    if len(class_names) > MAX_CLASSES:
-        return failure(
-            SlicewiseError(
+    try:
+        check_fill_between(painted, labelled)
+        class_names = class_names_for(*(painted[z] for z in labelled))
+        if len(class_names) > MAX_CLASSES:
+            raise SlicewiseError(
                 f"The labels use label {len(class_names) - 1}; Fill between proposes classes up to "
                 f"{MAX_CLASSES - 1} (give objects of one kind one class, not one label each)."
             )
-        )
-    filled_slices = []
-    try:
+        filled_slices = []
         for z, filled in iter_fill_between(painted, labelled):
             onehot = np.eye(len(class_names), dtype=np.float32)[filled].transpose(2, 0, 1)
             yield Prediction(filled.astype(np.uint8), onehot, class_names, FILLED, "cpu", SliceRef((z,)))
