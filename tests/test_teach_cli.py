@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slicewise.cli import main
@@ -62,3 +63,29 @@ def test_masks_named_after_no_image_are_one_line(folders, tmp_path: Path, capsys
     shutil.copy(next(images.glob("*.png")), other / "unrelated.png")
     assert main(["teach", str(images), str(other), "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "has a label map of the same name" in capsys.readouterr().err
+
+
+def test_teach_from_a_volumes_painted_slices_then_predict_it_in_its_own_geometry(
+    data_dir: Path, tmp_path: Path, capsys
+):
+    from slicewise.io.medical import read_volume, write_labels
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    source = data_dir / "pyradiomics_3d" / "brain1_image.nrrd"
+    shutil.copy(source, images / "brain1.nrrd")
+    volume, reference = read_volume(source), read_volume(data_dir / "pyradiomics_3d" / "brain1_label.nrrd").array
+    painted = np.zeros_like(reference)
+    painted[[12, 16]] = reference[[12, 16]]  # two of the tumour's seven slices, as a person paints them
+    write_labels(masks / "brain1.nii.gz", painted, like=volume)  # another format, the same name
+
+    model = tmp_path / "tumour.safetensors"
+    assert main(["teach", str(images), str(masks), "--out", str(model), "--encoder", "efficientnet_lite0"]) == 0
+    assert "from 2 complete slices" in capsys.readouterr().out
+    assert main(["inspect", str(model)]) == 0
+    assert "brain1.nrrd slice 12" in capsys.readouterr().out
+    assert main(["predict", str(images), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+    predicted = read_volume(tmp_path / "out" / "brain1.nii.gz")  # beside the volume in any viewer
+    assert predicted.array.shape == volume.array.shape
+    np.testing.assert_allclose(predicted.affine, volume.affine, atol=1e-4)
+    assert predicted.array[12].any()  # the taught slice's tumour is found again

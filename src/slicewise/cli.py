@@ -98,7 +98,7 @@ def _predict_file(model: Any, path: Path, out: Path, args: argparse.Namespace) -
     from slicewise.api import predict
     from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.types import SliceRef
-    from slicewise.io.images import write_labels, write_tiff
+    from slicewise.io.images import output_stem, prediction_path, write_prediction, write_tiff
     from slicewise.io.lazy import open_image
 
     extras = {"uncertainty": args.uncertainty, "explain": args.explain, "target_class": args.target_class}
@@ -119,11 +119,11 @@ def _predict_file(model: Any, path: Path, out: Path, args: argparse.Namespace) -
         for p in (predict(model, image, slice_ref=ref, rgb=rgb, **extras) for ref in refs)
     ]
     labels = np.stack([k[0] for k in kept]) if ndim == 3 else kept[0][0]
-    target = write_labels(out / f"{path.stem}{'.png' if ndim == 2 else '.tif'}", labels)
+    target = write_prediction(prediction_path(out, path, ndim), path, labels)
     for position, extra in ((1, "uncertainty"), (2, "explanation")):
         if kept[0][position] is not None:
             maps = np.stack([k[position] for k in kept]) if ndim == 3 else kept[0][position]
-            write_tiff(out / f"{path.stem}_{extra}.tif", maps)
+            write_tiff(out / f"{output_stem(path)}_{extra}.tif", maps)
     return target, labels
 
 
@@ -293,26 +293,31 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     from slicewise.api import save_model
     from slicewise.core.inference import run_to_end
     from slicewise.core.teach import TeachError, TeachOptions, iter_teach
-    from slicewise.io.images import list_images, read_image
+    from slicewise.io.images import list_images, output_stem, read_image
 
-    masks = {path.stem: path for path in list_images([args.masks])}
-    images = [path for path in list_images([args.images]) if path.stem in masks]
+    masks = {output_stem(path): path for path in list_images([args.masks])}
+    images = [path for path in list_images([args.images]) if output_stem(path) in masks]
     if not images:
         raise TeachError(
             f"No image in {args.images} has a label map of the same name in {args.masks}; "
             "give each labelled image's mask its image's file name."
         )
+    pictures, labels, names = [], [], []
+    for path in images:
+        image, mask = read_image(path), read_image(masks[output_stem(path)])
+        if mask.ndim == 3 and image.shape[:1] == mask.shape[:1]:  # a stack or volume: its labelled slices
+            chosen = [z for z in range(mask.shape[0]) if mask[z].any()]
+            pictures += [image[z] for z in chosen]
+            labels += [mask[z] for z in chosen]
+            names += [f"{path.name} slice {z}" for z in chosen]
+        else:
+            pictures.append(image)
+            labels.append(mask)
+            names.append(path.name)
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
     options = TeachOptions(encoder=args.encoder, mode=args.mode, strokes=args.strokes)
     model, report = run_to_end(
-        iter_teach(
-            [read_image(path) for path in images],
-            [read_image(masks[path.stem]) for path in images],
-            classes=classes,
-            options=options,
-            name=Path(args.out).stem,
-            names=[path.name for path in images],
-        )
+        iter_teach(pictures, labels, classes=classes, options=options, name=Path(args.out).stem, names=names)
     )
     save_model(model, args.out)
     _say(report.describe())
@@ -426,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slicewise", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="segment 2D images (or TIFF stacks slice by slice) into label maps")
+    p = sub.add_parser(
+        "predict", help="segment 2D images (TIFF stacks and NIfTI, NRRD, DICOM volumes slice by slice) into label maps"
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument(
         "--model",
@@ -490,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_convert)
 
     p = sub.add_parser("teach", help="teach a model for a new task from a few labelled images (pretrained encoder)")
-    p.add_argument("images", help="folder of images")
+    p.add_argument("images", help="folder of images, stacks or volumes (NIfTI, NRRD): a stack's labelled slices teach")
     p.add_argument("masks", help="folder of label maps with the images' file names (0 = background, 1.. = classes)")
     p.add_argument("--out", required=True, help="the .safetensors model to write")
     p.add_argument("--encoder", default="auto", help="a pretrained encoder (docs/teach.md) or auto (best by CV)")

@@ -233,11 +233,12 @@ def predict_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[FileResult]:
     """Segment image files and stacks into ``out``: ``<stem>.png`` for a 2D image, ``<stem>.tif`` for a stack,
-    and ``<stem>_uncertainty.tif`` with ``options.uncertainty``; reading, computing and writing overlap.
+    ``<stem>.nii.gz`` in its geometry for a medical volume, and ``<stem>_uncertainty.tif`` with
+    ``options.uncertainty``; reading, computing and writing overlap.
 
     Returns one ``FileResult`` per input, in input order, once every file is written.
     """
-    from slicewise.io.images import write_labels, write_tiff
+    from slicewise.io.images import output_stem, prediction_path, write_prediction, write_tiff
 
     paths = list(paths)
     options = options or PredictOptions()
@@ -245,11 +246,11 @@ def predict_files(
     results: dict[Path, FileResult] = {}
 
     def finish(path: Path, labels: np.ndarray, maps: np.ndarray | None) -> None:
-        target = out / f"{path.stem}{'.png' if labels.ndim == 2 else '.tif'}"
+        target = prediction_path(out, path, labels.ndim)
         results[path] = FileResult(path, target, labels, maps)
-        writer.submit(write_labels, target, labels)
+        writer.submit(write_prediction, target, path, labels)
         if maps is not None:
-            writer.submit(write_tiff, out / f"{path.stem}_uncertainty.tif", maps)
+            writer.submit(write_tiff, out / f"{output_stem(path)}_uncertainty.tif", maps)
 
     with Writer() as writer:
         slices = file_slices(paths)

@@ -438,7 +438,7 @@ def merge(
 def read_pairs(images: str | os.PathLike, reference: str | os.PathLike) -> list[tuple[str, Path, Path]]:
     """(stem, image file, reference file) for every image in the folder ``images`` (or one file) whose
     stem has a file in the folder ``reference``; an image without one is an error that names it."""
-    from slicewise.io.images import IMAGE_SUFFIXES
+    from slicewise.io.images import IMAGE_SUFFIXES, output_stem
     from slicewise.io.medical import is_medical_path
 
     images, reference = Path(images), Path(reference)
@@ -452,21 +452,16 @@ def read_pairs(images: str | os.PathLike, reference: str | os.PathLike) -> list[
         return path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or is_medical_path(path))
 
     files = [images] if images.is_file() else sorted(p for p in images.iterdir() if usable(p))
-    by_stem = {_stem(p): p for p in sorted(reference.iterdir()) if usable(p)}
+    by_stem = {output_stem(p): p for p in sorted(reference.iterdir()) if usable(p)}
     if not files:
         raise ImageError(f"{images} holds no images (PNG, TIFF, NumPy, NIfTI, NRRD, DICOM); point --images at them.")
-    missing = [p.name for p in files if _stem(p) not in by_stem]
+    missing = [p.name for p in files if output_stem(p) not in by_stem]
     if missing:
         raise ImageError(
             f"{reference} has no reference for {printable(missing[0])}"
             f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give each image a mask of the same name."
         )
-    return [(_stem(p), p, by_stem[_stem(p)]) for p in files]
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+    return [(output_stem(p), p, by_stem[output_stem(p)]) for p in files]
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:

@@ -1,7 +1,9 @@
 """Plain image files in and label maps out, for the CLI and the sample data.
 
 PNG/JPEG/BMP go through Pillow, TIFF through tifffile (stacks included), ``.npy`` through
-numpy without pickles. Medical formats (NIfTI, DICOM, NRRD) are a separate module.
+numpy without pickles. Medical volumes (NIfTI, NRRD, DICOM) are read and their labels written in
+their geometry by ``slicewise.io.medical``, which these functions hand them to, so that every CLI
+command takes them as stacks; that module (nibabel, pynrrd, pydicom) is imported only then.
 """
 
 from __future__ import annotations
@@ -19,16 +21,35 @@ from slicewise.io.autosave import write_atomically
 from slicewise.io.checks import check_decoded, decoding, plane_of, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
+MEDICAL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".dcm")
+LISTED_SUFFIXES = (*IMAGE_SUFFIXES, ".zarr", ".nii", ".nii.gz", ".nrrd")  # a folder's .dcm files are one series
+
+
+def medical_stem(path: str | os.PathLike) -> str | None:
+    """The file name without its medical suffix (``brain.nii.gz`` → ``brain``); None for other files."""
+    name = Path(path).name
+    suffix = next((s for s in MEDICAL_SUFFIXES if name.lower().endswith(s)), None)
+    return None if suffix is None else name[: -len(suffix)]
+
+
+def output_stem(path: str | os.PathLike) -> str:
+    """The name results for the image file ``path`` are written under (and its mask is found by)."""
+    return medical_stem(path) or Path(path).stem
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as stored: (H, W), (H, W, 3|4), or a stack (Z, H, W[, C]) for TIFF/.npy.
+    """An image as stored: (H, W), (H, W, 3|4), or a stack (Z, H, W[, C]) for TIFF/.npy and the
+    (Z, Y, X) array of a NIfTI, NRRD or DICOM volume.
 
     The header is checked before the pixels are decoded (see ``slicewise.io.checks``): a pipe, a
     header that states more pixels than the file can hold, or a slice over the size limit is one
     ``ImageError``, and so is whatever the decoder raises on a damaged file.
     """
     path = regular_file(path, "an image file or a folder of images")
+    if medical_stem(path) is not None:
+        from slicewise.io.medical import read_volume
+
+        return read_volume(path).array
     suffix = path.suffix.lower()
     with decoding(path, f"a {suffix.lstrip('.') or 'image'} image"):
         if suffix in (".tif", ".tiff"):
@@ -62,13 +83,13 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir() and entry.suffix.lower() != ".zarr":  # a zarr store is one image
-            found.extend(sorted(p for p in entry.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".zarr")))
+            found.extend(sorted(p for p in entry.iterdir() if p.name.lower().endswith(LISTED_SUFFIXES)))
         elif entry.exists():
             found.append(entry)
         else:
             raise ImageError(f"{entry} does not exist.")
     if not found:
-        raise ImageError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, paths))}.")
+        raise ImageError(f"No image files ({', '.join(LISTED_SUFFIXES)}) found in {', '.join(map(str, paths))}.")
     return found
 
 
@@ -83,6 +104,24 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     else:
         write_tiff(path, labels)
     return path
+
+
+def prediction_path(out: str | os.PathLike, source: str | os.PathLike, ndim: int) -> Path:
+    """Where the labels predicted for the image file ``source`` go in the folder ``out``: a medical
+    volume's as ``<stem>.nii.gz``, a 2D image's as ``<stem>.png``, a stack's as ``<stem>.tif``."""
+    if medical_stem(source) is not None:
+        return Path(out) / f"{medical_stem(source)}.nii.gz"
+    return Path(out) / f"{Path(source).stem}{'.png' if ndim == 2 else '.tif'}"
+
+
+def write_prediction(target: str | os.PathLike, source: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write the labels predicted for the image file ``source`` to ``target`` (``prediction_path``):
+    a medical volume's in the volume's own geometry (affine, spacing), so they overlay it in any viewer."""
+    if medical_stem(source) is not None:
+        from slicewise.io import medical
+
+        return medical.write_labels(target, labels, like=medical.read_volume(source))
+    return write_labels(target, labels)
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:

@@ -33,10 +33,10 @@ from slicewise import __version__
 from slicewise.errors import ImageError
 from slicewise.io.autosave import write_atomically
 from slicewise.io.checks import MAX_DECODED_BYTES, check_decoded, check_plane, decoding, regular_file
+from slicewise.io.images import MEDICAL_SUFFIXES
 
 __all__ = ["MEDICAL_SUFFIXES", "LABEL_SUFFIXES", "Volume", "is_medical_path", "read_volume", "write_labels"]
 
-MEDICAL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".dcm")
 LABEL_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".dcm")
 LABEL_WORDS = frozenset(
     {"label", "labels", "labelmap", "labelstr", "labelsts", "seg", "segmentation", "segmentations", "mask", "masks"}
