@@ -160,3 +160,10 @@ def test_rank_orders_a_folder_of_images_most_uncertain_first(tmp_path, kvasir_te
     lines = capsys.readouterr().out.strip().splitlines()
     scores = [float(line.split()[0]) for line in lines]
     assert len(lines) == len(kvasir_test) and scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+
+
+def test_rank_scores_each_slice_of_a_volume(data_dir, capsys):
+    volume = data_dir / "pyradiomics_3d" / "breast1_image.nrrd"  # 21 slices
+    assert main(["rank", str(volume), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 21 and {line.rsplit(" ", 1)[-1] for line in lines} == {str(z) for z in range(21)}

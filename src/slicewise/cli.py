@@ -129,15 +129,21 @@ def _predict_file(model: Any, path: Path, out: Path, args: argparse.Namespace) -
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     from slicewise.api import load_model, predict
+    from slicewise.core.slices import is_rgb, spatial_ndim
+    from slicewise.core.types import SliceRef
     from slicewise.io.images import list_images, read_image
 
     model = load_model(args.model, device=args.device)
     scored = []
     for path in list_images(args.inputs):
         image = read_image(path)
-        scored.append((predict(model, image, uncertainty=args.uncertainty).uncertainty_score, path))
-    for score, path in sorted(scored, key=lambda item: item[0], reverse=True):
-        print(f"{score:.4f}  {path}")
+        rgb = is_rgb(image.shape)
+        depth = image.shape[0] if spatial_ndim(image.shape, rgb) == 3 else 0  # a stack's slices rank one by one
+        for ref, where in [(SliceRef((z,)), f"{path} slice {z}") for z in range(depth)] or [(None, str(path))]:
+            prediction = predict(model, image, slice_ref=ref, rgb=rgb, uncertainty=args.uncertainty)
+            scored.append((prediction.uncertainty_score, where))
+    for score, where in sorted(scored, key=lambda item: item[0], reverse=True):
+        print(f"{score:.4f}  {where}")
     return 0
 
 
@@ -465,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_torchscript_option(p)
     p.set_defaults(run=_cmd_predict)
 
-    p = sub.add_parser("rank", help="rank 2D images (files or folders) by uncertainty, most uncertain first")
+    p = sub.add_parser(
+        "rank", help="rank 2D images and the slices of stacks and volumes by uncertainty, most uncertain first"
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--uncertainty", default="entropy", choices=UNCERTAINTY_METHODS)
