@@ -89,3 +89,4 @@ def test_teach_from_a_volumes_painted_slices_then_predict_it_in_its_own_geometry
     assert predicted.array.shape == volume.array.shape
     np.testing.assert_allclose(predicted.affine, volume.affine, atol=1e-4)
     assert predicted.array[12].any()  # the taught slice's tumour is found again
+    assert (tmp_path / "out" / "brain1.nii.gz").stat().st_mode & 0o777 == 0o644  # others may read results

@@ -103,12 +103,16 @@ class SessionInfo:
         return f"{when} ({', '.join(self.layers)})"
 
 
+READABLE = 0o644  # results a person shares (labels, maps, models): readable by others, as a plain write makes them
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], *, mode: int | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then move it over ``path``.
 
     The one atomic writer of slicewise and slicewise-train (autosaves, labels, maps, checkpoints): a
     killed process or a full disk leaves the old file or none, never a partial one under the name.
-    mode: the file's permission bits (the temporary file is private, 0o600, until then).
+    mode: the file's permission bits (``READABLE`` for results); None keeps it private (0o600), as
+    the temporary file is until then: autosaves of what a person drew stay theirs.
     """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

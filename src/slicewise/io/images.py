@@ -17,7 +17,7 @@ import tifffile
 from PIL import Image
 
 from slicewise.errors import ImageError
-from slicewise.io.autosave import write_atomically
+from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.io.checks import check_decoded, decoding, plane_of, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
@@ -100,7 +100,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".png":
         image = Image.fromarray(labels.astype(np.uint8), mode="L")
-        write_atomically(path, lambda file: image.save(file, format="PNG"))
+        write_atomically(path, lambda file: image.save(file, format="PNG"), mode=READABLE)
     else:
         write_tiff(path, labels)
     return path
@@ -131,5 +131,5 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> Path:
     buffer = io.BytesIO()  # tifffile wants a named file or an in-memory one, not a bare descriptor
     # minisblack: a stack of 3 or 4 slices is slices, not the planes of one RGB image
     tifffile.imwrite(buffer, array, compression="zlib", photometric="minisblack")
-    write_atomically(path, lambda file: file.write(buffer.getbuffer()))
+    write_atomically(path, lambda file: file.write(buffer.getbuffer()), mode=READABLE)
     return path

@@ -31,7 +31,7 @@ from pydicom.errors import InvalidDicomError
 
 from slicewise import __version__
 from slicewise.errors import ImageError
-from slicewise.io.autosave import write_atomically
+from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.io.checks import MAX_DECODED_BYTES, check_decoded, check_plane, decoding, regular_file
 from slicewise.io.images import MEDICAL_SUFFIXES
 
@@ -196,7 +196,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume) -
         data = image.to_bytes()
         if suffix == ".nii.gz":
             data = gzip.compress(data, compresslevel=6)
-        write_atomically(path, lambda file: file.write(data))
+        write_atomically(path, lambda file: file.write(data), mode=READABLE)
     return path
 
 
@@ -488,7 +488,7 @@ def _write_tiff(path: Path, labels: np.ndarray, spacing: tuple[float, ...]) -> N
         metadata=metadata,
         compression="zlib",
     )
-    write_atomically(path, lambda file: file.write(buffer.getbuffer()))
+    write_atomically(path, lambda file: file.write(buffer.getbuffer()), mode=READABLE)
 
 
 def _write_dicom_seg(path: Path, labels: np.ndarray, like: Volume) -> None:
@@ -536,4 +536,4 @@ def _write_dicom_seg(path: Path, labels: np.ndarray, like: Volume) -> None:
         device_serial_number="0",
         series_description="slicewise labels",
     )
-    write_atomically(path, lambda file: segmentation.save_as(file))
+    write_atomically(path, lambda file: segmentation.save_as(file), mode=READABLE)

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from slicewise.errors import CheckpointError, one_line
-from slicewise.io.autosave import write_atomically
+from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.models.spec import ModelSpec
 
 FORMAT_VERSION = "1"
@@ -52,7 +52,7 @@ def save_checkpoint(
         _SPEC_KEY: spec.to_json(),
         _PROVENANCE_KEY: json.dumps(provenance or {}, sort_keys=True, default=str),
     }
-    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)), mode=0o644)
+    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)), mode=READABLE)
     return path
 
 

@@ -41,7 +41,7 @@ import slicewise
 from slicewise.core.metrics import dice_from_counts, overlap_counts
 from slicewise.core.preprocess import resize_long_side, to_network_frame
 from slicewise.errors import SlicewiseError
-from slicewise.io.autosave import write_atomically
+from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.models.adapters.base import resize_logits
 from slicewise.models.checkpoint import load_checkpoint, save_checkpoint
 from slicewise.models.loaded import resolve_device
@@ -261,7 +261,7 @@ def _save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
     state = {**state, "param_groups": optimizer_state["param_groups"]}
     metadata = {"loop_state": json.dumps(state)}
-    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)))
+    write_atomically(path, lambda file: file.write(save(tensors, metadata=metadata)), mode=READABLE)
 
 
 def run_finished(out: Path) -> bool:
@@ -433,7 +433,7 @@ def mark_finished(checkpoint: Path, epochs_run: int) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """A text file written atomically: a killed run leaves the old file or none, never half of one."""
-    write_atomically(path, lambda file: file.write(text.encode()))
+    write_atomically(path, lambda file: file.write(text.encode()), mode=READABLE)
 
 
 def estimate_seconds(config: TrainConfig, setup: Setup, device: torch.device, epochs: int) -> float:

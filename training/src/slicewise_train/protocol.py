@@ -23,7 +23,7 @@ from typing import Any
 
 import slicewise
 from slicewise.errors import SlicewiseError
-from slicewise.io.autosave import write_atomically
+from slicewise.io.autosave import READABLE, write_atomically
 from slicewise_train.config import TrainConfig, read_json
 from slicewise_train.data import manifest_entry
 from slicewise_train.evaluate import Evaluation, evaluate
@@ -157,7 +157,9 @@ def fit_and_report(config: TrainConfig, out: str | Path, *, resume: bool = False
         return out / "model.safetensors"
     if config.folds:
         best = max(results, key=lambda r: r.training["val_dice"])
-        write_atomically(out / "model.safetensors", lambda file: file.write(best.checkpoint.read_bytes()))
+        write_atomically(
+            out / "model.safetensors", lambda file: file.write(best.checkpoint.read_bytes()), mode=READABLE
+        )
     write_report(
         out,
         results,
