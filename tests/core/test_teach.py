@@ -150,6 +150,19 @@ def test_a_structure_thinner_than_the_grid_gets_the_threshold_its_held_out_slice
     assert _calibrate(items, held(probability * 2), 2)[0] == 0.0  # 0.7 on it: argmax finds it
 
 
+def test_one_labelled_vessel_slice_chooses_its_threshold_on_itself(vessels):
+    """With one slice there is nothing to hold out: the threshold is chosen on that slice, and a
+    vessel tree (thinner than the grid) is called below one half, which finds more of another eye's."""
+    images, masks = vessels
+    model, report = teach(images[:1], masks[:1], options=TeachOptions(encoder="efficientnet_lite0"))
+    assert report.cv_dice is None and report.threshold < 0.5
+    found = predict(model, images[1]).labels > 0
+    model.module.head.background_bias = 0.0  # the same head at argmax
+    argmax, vessel = predict(model, images[1]).labels > 0, masks[1] > 0
+    dice = [2 * (p & vessel).sum() / (p.sum() + vessel.sum()) for p in (found, argmax)]
+    assert dice[0] > dice[1] + 0.05
+
+
 def test_pixel_filters_find_a_line_thinner_than_a_grid_cell_and_nothing_on_a_flat_slice():
     flat = torch.full((1, 3, 40, 40), 0.4)
     filters = pixel_filters(flat)

@@ -724,6 +724,9 @@ def iter_teach(
     yield Progress(done, total, f"fit ({best})")
     start = _previous_start(previous, best, options, class_names)
     head = _fit(prepared[best], list(range(len(examples))), num_classes, options, start=start)
+    if not held_by[best] and options.mode == "head":  # one slice: its own fit is the only evidence
+        own = [_frame_logits(head, item) for item in prepared[best].items]
+        biases[best] = _calibrate(prepared[best].items, own, num_classes)[0]
     head.background_bias = biases[best]
     model = _as_model(head, best, options, class_names, name, refine=refine[best], pixel=pixel)
     per_slice = scores[best]
