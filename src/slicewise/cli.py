@@ -298,6 +298,7 @@ def _precision_info(arch: str) -> dict[str, str]:
 def _cmd_teach(args: argparse.Namespace) -> int:
     from slicewise.api import save_model
     from slicewise.core.inference import run_to_end
+    from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.teach import TeachError, TeachOptions, iter_teach
     from slicewise.io.images import list_images, output_stem, read_image
 
@@ -311,7 +312,8 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     pictures, labels, names = [], [], []
     for path in images:
         image, mask = read_image(path), read_image(masks[output_stem(path)])
-        if mask.ndim == 3 and image.shape[:1] == mask.shape[:1]:  # a stack or volume: its labelled slices
+        stack = spatial_ndim(image.shape, is_rgb(image.shape)) == 3 and mask.shape == image.shape[:3]
+        if stack:  # a stack or volume with its labels stack: its labelled slices teach
             chosen = [z for z in range(mask.shape[0]) if mask[z].any()]
             pictures += [image[z] for z in chosen]
             labels += [mask[z] for z in chosen]

@@ -751,7 +751,7 @@ def iter_teach(
     return model, report
 
 
-def _candidates(encoder: str, previous: LoadedModel | None = None, slices: int = 2) -> list[str]:
+def _candidates(encoder: str, previous: LoadedModel | None, slices: int) -> list[str]:
     """The encoders a round tries: the one asked for; with ``"auto"``, the previous taught round's
     (a round after the first takes seconds, not a new comparison) unless that round had a single
     slice, or else every installed one of ``AUTO_ENCODERS`` — only the first of them for a single
