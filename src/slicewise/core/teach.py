@@ -324,13 +324,21 @@ def dropped_out_projection(
     return hidden.view(count, height, width, -1).permute(0, 3, 1, 2)
 
 
-def _loss(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Soft cross-entropy plus per-slice foreground soft Dice, over the labelled cells only."""
+def _loss(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor, *, per_item: bool = False) -> torch.Tensor:
+    """Soft cross-entropy plus foreground soft Dice, over the labelled cells only.
+
+    The Dice pools every slice of the step (nnU-Net's batch Dice): per slice, each slice without
+    the object is a term that only predicting nothing satisfies, so a few labelled lesion slices
+    among more background-only (done) ones taught the head to call everything background. With
+    ``per_item`` each item of the first axis has its own Dice, averaged (the pixel heads fitted
+    together, one item each).
+    """
     log_p = torch.log_softmax(logits, dim=1)
     cross_entropy = -(soft * log_p).sum(1, keepdim=True).mul(weight).sum() / weight.sum().clamp_min(1e-6)
     p = log_p.exp()[:, 1:] * weight
     target = soft[:, 1:] * weight
-    overlap, size = (p * target).sum((1, 2, 3)), (p + target).sum((1, 2, 3))
+    axes = (1, 2, 3) if per_item else (0, 1, 2, 3)
+    overlap, size = (p * target).sum(axes), (p + target).sum(axes)
     dice = 1 - ((2 * overlap + 1) / (size + 1)).mean()
     return cross_entropy + dice
 
@@ -603,8 +611,9 @@ def _fit_pixels(
             w1, b1, w2, b2 = stacked
             corrected = inputs[..., :num_classes] + torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, inputs, w1)), w2)
             optimizer.zero_grad()
-            # each head one "slice" of the grid head's loss, which averages over them: times the heads, the sum
-            loss = _loss(corrected.transpose(1, 2)[..., None], soft.transpose(1, 2)[..., None], every) * len(pools)
+            # each head one item with its own Dice, averaged over them: times the heads, the sum
+            loss = _loss(corrected.transpose(1, 2)[..., None], soft.transpose(1, 2)[..., None], every, per_item=True)
+            loss = loss * len(pools)
             loss.backward()
             optimizer.step()
     for index, head in enumerate(heads):
