@@ -30,6 +30,7 @@ from slicewise.core.teach import (
     teach,
 )
 from slicewise.io.images import read_image
+from slicewise.io.medical import read_volume
 from slicewise.io.samples import split_stems
 from slicewise.models.adapters.teach import DecoderHead, pixel_filters
 from slicewise.models.checkpoint import save_checkpoint
@@ -161,6 +162,20 @@ def test_one_labelled_vessel_slice_chooses_its_threshold_on_itself(vessels):
     argmax, vessel = predict(model, images[1]).labels > 0, masks[1] > 0
     dice = [2 * (p & vessel).sum() / (p.sum() + vessel.sum()) for p in (found, argmax)]
     assert dice[0] > dice[1] + 0.05
+
+
+def test_many_slices_marked_done_do_not_teach_the_head_to_call_everything_background(data_dir):
+    """Two tumour slices of an MR and six slices without it (marked done): with a Dice per slice,
+    each empty slice rewarded predicting nothing and the head proposed no tumour at all (0.000);
+    pooled over the step's slices it finds the tumour on the slices between and beyond."""
+    image = read_volume(data_dir / "pyradiomics_3d" / "brain1_image.nrrd").array
+    labels = read_volume(data_dir / "pyradiomics_3d" / "brain1_label.nrrd").array.astype(np.int64)
+    labelled = [1, 4, 7, 10, 12, 16, 20, 23]  # the tumour is on slices 11-17
+    model, _ = teach(image, labels, labelled=labelled, options=TeachOptions(encoder="efficientnet_lite0"))
+    tumour = [13, 14, 15]
+    found = np.stack([predict(model, image[z]).labels > 0 for z in tumour])
+    truth = labels[tumour] > 0
+    assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.5
 
 
 def test_pixel_filters_find_a_line_thinner_than_a_grid_cell_and_nothing_on_a_flat_slice():

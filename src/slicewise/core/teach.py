@@ -327,11 +327,13 @@ def dropped_out_projection(
 def _loss(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor, *, per_item: bool = False) -> torch.Tensor:
     """Soft cross-entropy plus foreground soft Dice, over the labelled cells only.
 
-    The Dice pools every slice of the step (nnU-Net's batch Dice): per slice, each slice without
-    the object is a term that only predicting nothing satisfies, so a few labelled lesion slices
-    among more background-only (done) ones taught the head to call everything background. With
-    ``per_item`` each item of the first axis has its own Dice, averaged (the pixel heads fitted
-    together, one item each).
+    With ``per_item`` each item of the first axis (a slice of the step; a pixel head fitted with
+    others) has its own Dice, averaged; without, the Dice pools them all (nnU-Net's batch Dice).
+    A head fit pools when its labelled slices include one without the object (a slice marked
+    done): that slice has no Dice of its own (as in the cross-validated figure, ``_dice``), and
+    per slice it was a term only "predict nothing" satisfies, so a few lesion slices among more
+    background-only ones taught the head to call everything background. When every labelled
+    slice shows the object, per slice, as it was validated on the 2D tasks.
     """
     log_p = torch.log_softmax(logits, dim=1)
     cross_entropy = -(soft * log_p).sum(1, keepdim=True).mul(weight).sum() / weight.sum().clamp_min(1e-6)
@@ -370,6 +372,7 @@ def _fit_decoder(
     candidates = torch.tensor(rows)
     _, height, width, _ = slices.cells.shape
     objects = torch.nonzero((slices.soft[:, 1:].sum(1) * slices.weight[:, 0])[candidates] > 0)  # (row, y, x)
+    pooled = len(objects[:, 0].unique()) < len(rows)  # a slice without the object: batch Dice (``_loss``)
     dropout, project, mix = head.classify[0].p, head.classify[1], head.classify[2:]  # the head's own layers
     head.train()
     optimizer = torch.optim.AdamW(head.classify.parameters(), lr=3e-3, weight_decay=1e-3)
@@ -398,7 +401,7 @@ def _fit_decoder(
             if step % 2:
                 hidden, part_soft, part_weight = hidden.flip(-1), part_soft.flip(-1), part_weight.flip(-1)
             optimizer.zero_grad()
-            _loss(mix(hidden), part_soft, part_weight).backward()
+            _loss(mix(hidden), part_soft, part_weight, per_item=not pooled).backward()
             optimizer.step()
     return head.eval()
 
