@@ -349,6 +349,7 @@ def test_auto_compares_the_encoders_once_and_later_rounds_keep_its_choice(polyps
         ("no_foreground", "no object"),
         ("empty", "empty"),
         ("size", "must have its image's size"),
+        ("colour", "is a colour image"),
         ("count", "give one label map per image"),
         ("float", "labels are integers"),
         ("too_many", "only 2 classes were named"),
@@ -364,6 +365,7 @@ def test_bad_labels_are_one_sentence_and_change_nothing(polyps, case: str, messa
         "no_foreground": ([image], [np.zeros_like(mask)], {}),
         "empty": ([image], [np.zeros_like(mask)], {"options": TeachOptions(**FAST, strokes=True)}),
         "size": ([image], [mask[:-3]], {}),
+        "colour": ([image], [np.stack([mask * 255] * 3, axis=-1)], {}),  # a mask saved as an RGB picture
         "count": ([image, images[1]], [mask], {}),
         "float": ([image], [mask.astype(np.float32)], {}),
         "too_many": ([image], [mask * 2], {"classes": ("background", "polyp")}),

@@ -188,6 +188,11 @@ def examples_from(
     examples = []
     for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
         image, mask = np.asarray(image), np.asarray(mask)
+        if mask.ndim == 3 and mask.shape[:2] == image.shape[:2]:
+            raise TeachError(
+                f"Label map {index + 1} is a colour image; save label maps with one channel of class numbers "
+                "(0 = background, 1, 2, … = classes)."
+            )
         if mask.ndim != 2 or mask.shape != image.shape[:2]:
             raise TeachError(
                 f"Label map {index + 1} is {mask.shape[::-1]} px but its image is {image.shape[:2][::-1]} px; "
