@@ -109,8 +109,9 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
 def prediction_path(out: str | os.PathLike, source: str | os.PathLike, ndim: int) -> Path:
     """Where the labels predicted for the image file ``source`` go in the folder ``out``: a medical
     volume's as ``<stem>.nii.gz``, a 2D image's as ``<stem>.png``, a stack's as ``<stem>.tif``."""
-    if medical_stem(source) is not None:
-        return Path(out) / f"{medical_stem(source)}.nii.gz"
+    stem = medical_stem(source)
+    if stem is not None:
+        return Path(out) / f"{stem}.nii.gz"
     return Path(out) / f"{Path(source).stem}{'.png' if ndim == 2 else '.tif'}"
 
 

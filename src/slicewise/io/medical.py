@@ -33,7 +33,7 @@ from slicewise import __version__
 from slicewise.errors import ImageError
 from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.io.checks import MAX_DECODED_BYTES, check_decoded, check_plane, decoding, regular_file
-from slicewise.io.images import MEDICAL_SUFFIXES
+from slicewise.io.images import MEDICAL_SUFFIXES, output_stem
 
 __all__ = ["MEDICAL_SUFFIXES", "LABEL_SUFFIXES", "Volume", "is_medical_path", "read_volume", "write_labels"]
 
@@ -83,7 +83,7 @@ class Volume:
     @property
     def name(self) -> str:
         """The source's file or folder name without its medical suffix, e.g. ``brain1_label``."""
-        return _stem(self.source)
+        return output_stem(self.source)
 
     @property
     def translate(self) -> tuple[float, ...]:
@@ -416,7 +416,7 @@ def _looks_like_labels(array: np.ndarray, path: Path) -> bool:
     """Integer data, at most MAX_LABEL_VALUES distinct values, and a label word in the file name or as the folder."""
     if not np.issubdtype(array.dtype, np.integer):
         return False
-    words = set(re.split(r"[^a-z0-9]+", _stem(path).lower())) | {path.parent.name.lower()}
+    words = set(re.split(r"[^a-z0-9]+", output_stem(path).lower())) | {path.parent.name.lower()}
     if not words & LABEL_WORDS:
         return False
     return array.dtype.itemsize == 1 or np.unique(array).size <= MAX_LABEL_VALUES
@@ -439,11 +439,6 @@ def _rescale(raw: np.ndarray, slope: Any, intercept: Any) -> np.ndarray:
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _stem(path: Path) -> str:
-    suffix = _suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _is_dicom_file(path: Path) -> bool:

@@ -93,9 +93,9 @@ def fill_job(labels: Labels) -> Generator[Prediction, None, list[int] | Failure]
                 f"{MAX_CLASSES - 1} (give objects of one kind one class, not one label each)."
             )
         filled_slices = []
+        no_probabilities = np.empty(0, np.float32)  # no model: only the labels are shown (as predict_files keeps)
         for z, filled in iter_fill_between(painted, labelled):
-            onehot = np.eye(len(class_names), dtype=np.float32)[filled].transpose(2, 0, 1)
-            yield Prediction(filled.astype(np.uint8), onehot, class_names, FILLED, "cpu", SliceRef((z,)))
+            yield Prediction(filled.astype(np.uint8), no_probabilities, class_names, FILLED, "cpu", SliceRef((z,)))
             filled_slices.append(z)
     except PERSON_ERRORS as error:
         return failure(error)
