@@ -41,6 +41,24 @@ def test_evaluate_two_models_prints_json_and_writes_the_table(folders, tmp_path,
     assert "pooled Dice" in capsys.readouterr().out
 
 
+def test_black_and_white_references_score_as_their_label_maps(folders, tmp_path, capsys):
+    """A reference saved as a 0/255 picture scores a model as its 0/1 label map does."""
+    import numpy as np
+    from PIL import Image
+
+    images, masks, stems = folders
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for stem in stems:
+        Image.fromarray(np.asarray(Image.open(masks / f"{stem}.png")) * np.uint8(255)).save(pictures / f"{stem}.png")
+    pooled = []
+    for reference in (masks, pictures):
+        argv = ["evaluate", "polyp_unet", "--images", str(images), "--reference", str(reference), "--json"]
+        assert main([*argv, "--device", "cpu"]) == 0
+        pooled.append(json.loads(capsys.readouterr().out)["evaluations"][0]["pooled"])
+    assert pooled[0] == pooled[1] and pooled[0]["dice"] > 0.5
+
+
 def test_evaluate_a_volume_reports_millimetres(data_dir, tmp_path, tiny_checkpoint, capsys):
     volumes = data_dir / "pyradiomics_3d"
     (tmp_path / "images").mkdir()

@@ -90,3 +90,22 @@ def test_teach_from_a_volumes_painted_slices_then_predict_it_in_its_own_geometry
     np.testing.assert_allclose(predicted.affine, volume.affine, atol=1e-4)
     assert predicted.array[12].any()  # the taught slice's tumour is found again
     assert (tmp_path / "out" / "brain1.nii.gz").stat().st_mode & 0o777 == 0o644  # others may read results
+
+
+def test_black_and_white_masks_teach_as_their_label_maps(folders, tmp_path: Path, capsys):
+    """Masks saved as 0/255 pictures (grey or RGB, as many data sets and drawing tools save them)
+    teach the same model as 0/1 label maps, instead of naming a class 255."""
+    from PIL import Image
+
+    images, masks = folders
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for index, mask in enumerate(sorted(masks.iterdir())):
+        white = np.asarray(Image.open(mask)).astype(np.uint8) * 255
+        Image.fromarray(np.dstack([white] * 3) if index == 0 else white).save(pictures / mask.name)
+    said = []
+    for folder in (masks, pictures):
+        out = tmp_path / f"{folder.name}.safetensors"
+        assert main(["teach", str(images), str(folder), "--out", str(out), "--encoder", "efficientnet_lite0"]) == 0
+        said.append(capsys.readouterr().out.splitlines()[0].split(":", 1)[1])  # the Dice, not the seconds
+    assert said[0] == said[1]

@@ -56,7 +56,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.core.batch import predict_files
     from slicewise.core.metrics import dice_score, overlap_counts
     from slicewise.core.types import PredictOptions
-    from slicewise.io.images import list_images, read_image
+    from slicewise.io.images import list_images, read_label_map
 
     if args.box and (args.explain or args.target_class):
         raise SlicewiseError("--box prompts a promptable model, which has no explanations; leave out --explain.")
@@ -79,7 +79,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         scores, pooled = [], [0, 0]
         for path, (target, labels) in zip(paths, results, strict=True):
             if args.reference:
-                reference = read_image(Path(args.reference) / f"{path.stem}{path.suffix}")
+                reference = read_label_map(Path(args.reference) / f"{path.stem}{path.suffix}")
                 k = model.spec.output.num_classes
                 scores.append(dice_score(labels, reference, k))
                 counts = overlap_counts(labels, reference, k)
@@ -300,7 +300,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     from slicewise.core.inference import run_to_end
     from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.teach import TeachError, TeachOptions, iter_teach
-    from slicewise.io.images import list_images, output_stem, read_image
+    from slicewise.io.images import list_images, output_stem, read_image, read_label_map
 
     masks = {output_stem(path): path for path in list_images([args.masks])}
     images = [path for path in list_images([args.images]) if output_stem(path) in masks]
@@ -311,7 +311,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         )
     pictures, labels, names = [], [], []
     for path in images:
-        image, mask = read_image(path), read_image(masks[output_stem(path)])
+        image, mask = read_image(path), read_label_map(masks[output_stem(path)])
         stack = spatial_ndim(image.shape, is_rgb(image.shape)) == 3 and mask.shape == image.shape[:3]
         if stack:  # a stack or volume with its labels stack: its labelled slices teach
             chosen = [z for z in range(mask.shape[0]) if mask[z].any()]
@@ -508,7 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teach", help="teach a model for a new task from a few labelled images (pretrained encoder)")
     p.add_argument("images", help="folder of images, stacks or volumes (NIfTI, NRRD): a stack's labelled slices teach")
-    p.add_argument("masks", help="folder of label maps with the images' file names (0 = background, 1.. = classes)")
+    p.add_argument(
+        "masks",
+        help="folder of label maps with the images' file names (0 = background, 1.. = classes; 0/255 pictures: 0/1)",
+    )
     p.add_argument("--out", required=True, help="the .safetensors model to write")
     p.add_argument("--encoder", default="auto", help="a pretrained encoder (docs/teach.md) or auto (best by CV)")
     p.add_argument("--mode", default="head", choices=("head", "in-context"))

@@ -482,12 +482,13 @@ def iter_evaluate_files(
     each 2D image is one row, a stack's slices one row each; medical files keep their spacing in mm."""
     from slicewise.core.inference import run_to_end
     from slicewise.core.slices import is_rgb
+    from slicewise.io.images import as_label_map
 
     named = []
     for step, (stem, image_path, reference_path) in enumerate(pairs):
         yield Progress(step, len(pairs), f"evaluating {source.name}: {stem}")
         image, spacing = _read(image_path)
-        reference, _ = _read(reference_path)
+        reference = as_label_map(_read(reference_path)[0])
         evaluation = run_to_end(
             iter_evaluate(
                 source,

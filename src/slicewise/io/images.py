@@ -71,6 +71,31 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image)
 
 
+def read_label_map(path: str | os.PathLike) -> np.ndarray:
+    """A label map file (0 = background, 1, 2, … = classes) as ``read_image`` reads it, except that a
+    black-and-white mask is read as 0 and 1 (see ``as_label_map``)."""
+    return as_label_map(read_image(path))
+
+
+def as_label_map(mask: np.ndarray) -> np.ndarray:
+    """A binary mask saved as a picture (its one object value the largest its type holds, 255 in a
+    PNG; the same in every colour channel) as the label map it means: 0 = background, 1 = object.
+
+    Many data sets and drawing tools save masks that way; read as class numbers they would name
+    class 255. Anything else, a multi-class map included, is returned as it is."""
+    mask = np.asarray(mask)
+    grey = mask.ndim == 3 and mask.shape[-1] in (3, 4) and (mask[..., 1:3] == mask[..., :1]).all()
+    if grey and (mask.shape[-1] == 3 or (mask[..., 3] == mask[0, 0, 3]).all()):  # no alpha, or a uniform one
+        mask = mask[..., 0]
+    if mask.dtype.kind != "u" or mask.dtype.itemsize > 2:
+        return mask
+    white = np.iinfo(mask.dtype).max
+    values = np.unique(mask)
+    if values[-1] == white and values.size <= 2 and values[0] in (0, white):
+        return (mask == white).astype(np.uint8)
+    return mask
+
+
 def tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
     """A TIFF's first series as its header states it: (shape, dtype, whether its data is compressed)."""
     with tifffile.TiffFile(path) as tif:

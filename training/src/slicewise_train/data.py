@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from slicewise.errors import SlicewiseError, TrainingDataError
-from slicewise.io.images import read_image
+from slicewise.io.images import read_image, read_label_map
 from slicewise.io.samples import split_stems as read_split
 from slicewise_train.config import TrainConfig
 
@@ -38,7 +38,7 @@ def load_stems(root: str | Path, stems: list[str]) -> list[Sample]:
                     f"{file.relative_to(root)} is missing in {root.name}; every stem in split.json needs an image "
                     "and a mask PNG."
                 )
-        image, mask = read_image(image_file), read_image(mask_file)
+        image, mask = read_image(image_file), read_label_map(mask_file)
         if image.ndim not in (2, 3) or mask.ndim != 2 and not (mask.ndim == 3 and mask.shape[2] == 1):
             raise TrainingDataError(
                 f"{stem} in {root.name} has an image of shape {image.shape} and a mask of shape {mask.shape}; "
