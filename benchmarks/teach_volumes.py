@@ -13,6 +13,10 @@ the classes. Baseline named in the table: **filling between slices** (3D Slicer'
 slices", ITK-SNAP's interpolation, and the Teach panel's *Fill between*): each class's signed
 distance interpolated linearly between the nearest labelled slices above and below; nothing
 beyond the first and the last labelled slice, so one labelled slice gives the baseline nothing.
+For one labelled slice of a one-class volume the table also gives **propagation**, the prompt
+section's *Propagate*: LiteMedSAM prompted slice by slice, up and down, with the box of the mask
+on the slice before, until ``PropagationRule`` says the object is gone (its thresholds were
+chosen on these three lesion volumes, ``docs/prompts.md``: an optimistic figure).
 
     python benchmarks/teach_volumes.py [--volumes brain1 brain2 breast1 mni152] [--labels 1 2 3]
         [--empty 2] [--encoders efficientnet_lite0 tinyvit_litemedsam] [--threads 2] [--json out.json]
@@ -33,8 +37,10 @@ import time
 import numpy as np
 import torch
 
+from slicewise.api import load_model
 from slicewise.core.inference import predict
 from slicewise.core.interpolate import fill_between
+from slicewise.core.prompting import iter_propagate
 from slicewise.core.teach import TeachOptions, teach
 from slicewise.errors import SlicewiseError
 from slicewise.io.medical import read_volume
@@ -70,6 +76,14 @@ def baseline(labels: np.ndarray, labelled: list[int]) -> np.ndarray:
         return np.zeros_like(labels)
 
 
+def propagated(image: np.ndarray, labels: np.ndarray, start: int) -> np.ndarray:
+    """The object on slice ``start`` followed up and down the stack by LiteMedSAM (``iter_propagate``)."""
+    proposals = np.zeros_like(labels)
+    for prediction in iter_propagate(load_model("lite_medsam"), image, start=start, mask=labels[start] == 1):
+        proposals[prediction.slice_ref.index[0]] = prediction.labels
+    return proposals
+
+
 def dice(predicted: np.ndarray, reference: np.ndarray, num_classes: int) -> float:
     """Mean over the foreground classes of each class's Dice over the whole given stack."""
     scores = []
@@ -93,6 +107,11 @@ def run(name: str, counts: list[int], encoders: list[str], empty: int) -> list[d
         row["empty"] = len(done) - count
         filled = baseline(labels, labelled)
         row["fill_between"] = round(dice(filled[others], labels[others], num_classes), 3)
+        if count == 1 and num_classes == 2:
+            started = time.perf_counter()
+            followed = propagated(image, labels, labelled[0])
+            row["propagate"] = round(dice(followed[others], labels[others], num_classes), 3)
+            row["propagate_s"] = round(time.perf_counter() - started, 1)
         for encoder in encoders:
             started = time.perf_counter()
             model, report = teach(image, labels, labelled=done, options=TeachOptions(encoder=encoder))
@@ -107,13 +126,14 @@ def run(name: str, counts: list[int], encoders: list[str], empty: int) -> list[d
 
 
 def table(rows: list[dict], encoders: list[str]) -> str:
-    head = "| volume | labelled slices | fill between slices (baseline) | " + " | ".join(
+    head = "| volume | labelled slices | fill between slices (baseline) | propagate (one slice) | " + " | ".join(
         f"teach, {e} (× baseline)" for e in encoders
     )
-    lines = [head + " |", "|---" * (3 + len(encoders)) + "|"]
+    lines = [head + " |", "|---" * (4 + len(encoders)) + "|"]
     for row in rows:
         slices = f"{row['labels']}: {row['slices']}" + (f" + {row['empty']} empty" if row["empty"] else "")
-        cells = [f"{row['volume']} {tuple(row['shape'])}", slices, f"{row['fill_between']:.3f}"]
+        followed = f"{row['propagate']:.3f} ({row['propagate_s']:.0f} s)" if "propagate" in row else "—"
+        cells = [f"{row['volume']} {tuple(row['shape'])}", slices, f"{row['fill_between']:.3f}", followed]
         for e in encoders:
             ratio = f"{row[e] / row['fill_between']:.2f}×" if row["fill_between"] else "—"  # nothing to fill
             cells.append(f"{row[e]:.3f} ({ratio}, {row[f'{e}_s']:.0f} s)")
