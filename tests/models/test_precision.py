@@ -100,6 +100,20 @@ def test_bf16_autocast_keeps_the_unet_masks(native_size_model, kvasir_test):
     assert (slicewise.predict(bf16, image).labels != reference).mean() < 0.01
 
 
+def test_the_unet_in_bf16_keeps_its_dice_on_eight_test_images(native_size_model, kvasir_test):
+    """What a CPU with bfloat16 units now chooses for the U-Net (``BF16_CHOICES``): its pooled Dice
+    within 0.005 of float32's, as the table's rule asks (forced, so it is checked on every CPU)."""
+    bf16 = slicewise.load_model("polyp_unet", device="cpu", precision="bf16")
+    overlap = {"bf16": [0, 0], "fp32": [0, 0]}
+    for _, image, mask in kvasir_test:
+        for name, model in (("bf16", bf16), ("fp32", native_size_model)):
+            labels = slicewise.predict(model, image).labels == 1
+            overlap[name][0] += 2 * int(np.logical_and(labels, mask != 0).sum())
+            overlap[name][1] += int(labels.sum() + (mask != 0).sum())
+    dice = {name: both / total for name, (both, total) in overlap.items()}
+    assert abs(dice["bf16"] - dice["fp32"]) <= 0.005 and dice["fp32"] > 0.7
+
+
 def test_lite_medsam_box_masks_are_the_same_in_onnx_runtime(lite_medsam, kvasir_test):
     onnx = set_precision(lite_medsam, "auto") if lite_medsam.precision.name == "onnx" else None
     if onnx is None:
