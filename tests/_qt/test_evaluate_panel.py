@@ -118,6 +118,12 @@ def test_the_viewed_slice_and_bad_input_are_one_sentence(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: bool(panel.results) and not runner.running(), timeout=TIMEOUT_MS)
     assert [ref.index for ref in panel.results[0].slices] == [(1,)]
     assert panel.results[0].pooled["dice"] == pytest.approx(2 * 8 * 12 / (2 * 144))
+    panel.reference.value = viewer.add_labels(truth * 255, name="a 0/255 mask picture made labels")
+    panel.evaluate_button.native.click()
+    qtbot.waitUntil(
+        lambda: panel.results[0].reference.startswith("a 0/255") and not runner.running(), timeout=TIMEOUT_MS
+    )
+    assert panel.results[0].pooled["dice"] == pytest.approx(2 * 8 * 12 / (2 * 144))  # its white is class 1
 
     viewer.add_labels(np.zeros((3, 16, 16), np.uint8), name="another image's labels")
     panel.source_a.value = viewer.layers["another image's labels"]

@@ -354,6 +354,7 @@ def test_auto_compares_the_encoders_once_and_later_rounds_keep_its_choice(polyps
         ("float", "labels are integers"),
         ("too_many", "only 2 classes were named"),
         ("per_object", "use label 300, but a model has at most 255 classes"),
+        ("white", "as a black-and-white mask picture does"),
         ("nothing", "No labelled slice"),
     ],
 )
@@ -370,6 +371,7 @@ def test_bad_labels_are_one_sentence_and_change_nothing(polyps, case: str, messa
         "float": ([image], [mask.astype(np.float32)], {}),
         "too_many": ([image], [mask * 2], {"classes": ("background", "polyp")}),
         "per_object": ([image], [mask.astype(np.int32) * 300], {}),  # a label per object, as instance layers have
+        "white": ([image], [mask * 255], {}),  # a 0/255 mask picture made a labels layer in napari
         "nothing": ([], [], {}),
     }[case]
     with pytest.raises(TeachError) as error:

@@ -213,6 +213,11 @@ def _class_count(examples: list[Example], classes: Sequence[str] | None) -> int:
     present = present[present != UNLABELLED]
     if present.size == 0:
         raise TeachError("The labels are empty; paint at least one object (and background) first.")
+    if present.tolist() in ([0, 255], [255]):  # a binary mask saved as a picture, its objects white
+        raise TeachError(
+            "The labels mark every object 255, as a black-and-white mask picture does; labels are class "
+            "numbers (0 = background, 1, 2, …): make the objects label 1."
+        )
     if present.max() >= MAX_CLASSES:
         raise TeachError(
             f"The labels use label {int(present.max())}, but a model has at most {MAX_CLASSES} classes "

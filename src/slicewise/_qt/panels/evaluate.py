@@ -34,6 +34,7 @@ from slicewise._qt.state import DockState
 from slicewise.core import evaluation as ev
 from slicewise.core.slices import slice_ref_from_point
 from slicewise.core.types import Progress, SliceRef
+from slicewise.io.images import as_label_map
 from slicewise.models.sources import model_names
 
 LANE = "evaluate"
@@ -199,7 +200,7 @@ class EvaluatePanel(Container):
             slices = (slice_ref_from_point(reference.data.shape, point, False),)
         request = EvalRequest(
             sources=tuple(sources),
-            reference=np.array(reference.data),
+            reference=as_label_map(np.array(reference.data)),  # a 0/255 mask picture made labels: 0/1
             reference_name=reference.name,
             image=None if image is None else image.data,
             rgb=bool(image is not None and image.rgb),
