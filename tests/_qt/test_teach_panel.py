@@ -154,3 +154,28 @@ def test_fill_between_proposes_the_slices_between_two_painted_ones(make_napari_v
     np.testing.assert_array_equal(person.data, painted)
     runner.close()
     state.close()
+
+
+def test_a_view_of_another_plane_is_one_sentence_and_teaches_nothing(make_napari_viewer, stack, notifications):
+    """Rolled to show a plane across the slices, the view's "slice" is not the one slicewise would
+    segment, and a plane painted there is no complete slice: Teach, the predict request and Mark
+    slice done each say so once, and nothing runs or changes; rolled back, they work again."""
+    images, masks = stack
+    viewer = make_napari_viewer()
+    state, runner = DockState(viewer), JobRunner()
+    state.image = viewer.add_image(images, name="polyps", rgb=True)
+    person = viewer.add_labels(masks.astype(np.uint8), name="my labels")
+    painted = person.data.copy()
+    teach = TeachPanel(state, runner)
+    viewer.dims.order = (1, 0, 2)  # rows against slices, as the roll button shows a stack
+    teach.teach_button.native.click()
+    assert notifications[-1].startswith("The view shows another plane of the stack") and not runner.running()
+    assert state.request() is None and notifications[-1] == notifications[-2]
+    assert state.request(quiet=True) is None and len(notifications) == 2  # following the slice: said once
+    teach.done_button.native.click()
+    assert notifications[-1].startswith("The view shows another plane") and DONE_KEY not in person.metadata
+    np.testing.assert_array_equal(person.data, painted)
+    viewer.dims.order = (0, 1, 2)
+    assert state.viewed_slice(state.image) is not None and teach._inputs() is not None
+    runner.close()
+    state.close()

@@ -101,7 +101,7 @@ class Prefetch:
         if image is None or model in self._refused or self._runner.running(PROPAGATE):
             return
         word = self._prompting(image)
-        ref = None if word is None else self._state.viewed_slice(image)
+        ref = None if word is None else self._state.viewed_slice(image, quiet=True)
         if ref is None or self._ready == (image, model, self._state.device, ref):
             return
         request = PromptRequest(image, ref, model, self._state.device)
@@ -150,7 +150,7 @@ class Prefetch:
         """The viewed slice changed: stop encoding a slice the person left; encode the new one once they
         rest on it (``SETTLE_MS``)."""
         running = self._running()
-        if running is not None and self._state.viewed_slice(running[0].layer) != running[0].slice_ref:
+        if running is not None and self._state.viewed_slice(running[0].layer, quiet=True) != running[0].slice_ref:
             self._stop(running[1])
         self._settle.start()
 
@@ -159,7 +159,7 @@ class Prefetch:
         image, ref = request.layer, request.slice_ref
         new = self.encoded(request)
         word = self._prompting(image) if image is self._state.image else None
-        if word is not None and new and ref == self._state.viewed_slice(image):
+        if word is not None and new and ref == self._state.viewed_slice(image, quiet=True):
             self._status.value = f"{where(image, ref)} ready for {word}: only the decoder runs"
         self.request()
 

@@ -34,6 +34,11 @@ from slicewise.core.slices import slice_ref_from_point
 from slicewise.core.types import SliceRef
 from slicewise.errors import SlicewiseError
 
+OTHER_PLANE = (
+    "The view shows another plane of the stack than its slices; slicewise works on the slices themselves: "
+    "press the viewer's transpose or roll button until the last two axes are shown."
+)
+
 # (id(viewer), action name) → the dock's callback: napari's action manager binds on the Viewer class
 _ROUTES: dict[tuple[int, str], Callable[[], Any]] = {}
 
@@ -120,10 +125,11 @@ class DockState:
             self.opened_models = (*self.opened_models, path)
         self.model = path
 
-    def request(self, **options: Any) -> Request | None:
+    def request(self, *, quiet: bool = False, **options: Any) -> Request | None:
         """A prediction of the viewed slice as the state describes it, or None (one notification) if incomplete.
 
-        options: the rest of ``Request`` (explain, target_class).
+        quiet: no notification when the view shows no slice (following the slice says it once, when
+        switched on, not at every step). options: the rest of ``Request`` (explain, target_class).
         """
         if self.image is None:
             show_error("Add an image layer first, then choose it in the slicewise widget.")
@@ -131,7 +137,7 @@ class DockState:
         if self.model is None:
             show_error("Choose a bundled model or open a checkpoint file.")
             return None
-        ref = self.viewed_slice(self.image)
+        ref = self.viewed_slice(self.image, quiet=quiet)
         if ref is None:
             return None
         return Request(
@@ -144,12 +150,25 @@ class DockState:
             **options,
         )
 
-    def viewed_slice(self, layer: Image) -> SliceRef | None:
-        """The slice of ``layer`` under the viewer's dims point, or None (one notification)."""
+    def shows_slices(self, layer: Image) -> bool:
+        """Whether the view shows ``layer``'s own slices (its last two axes), as slicewise segments
+        them: a view rolled or transposed to another plane of a stack does not (a 3D view does not
+        show a plane: the dims point still names the slice)."""
+        dims = self.viewer.dims
+        own = tuple(dims.displayed) == (dims.ndim - 2, dims.ndim - 1)
+        return own or dims.ndisplay == 3 or layer.data.ndim - int(layer.rgb) <= 2
+
+    def viewed_slice(self, layer: Image, *, quiet: bool = False) -> SliceRef | None:
+        """The slice of ``layer`` under the viewer's dims point, or None (one notification unless ``quiet``),
+        also when the view shows another plane (``shows_slices``): the slice under the point would
+        not be the plane on screen."""
         try:
+            if not self.shows_slices(layer):
+                raise SlicewiseError(OTHER_PLANE)
             return slice_ref_from_point(layer.data.shape, layer.world_to_data(self.viewer.dims.point), layer.rgb)
         except SlicewiseError as error:
-            show_error(str(error))
+            if not quiet:
+                show_error(str(error))
             return None
 
     # -- the dock's ties to the viewer, undone by close() ----------------------------------------

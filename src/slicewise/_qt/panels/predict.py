@@ -87,12 +87,14 @@ class PredictPanel(Container):
 
     def _on_slice_change(self) -> None:
         if self.follow.value:
-            self.request_prediction()
+            self.request_prediction(quiet=True)
 
-    def request_prediction(self) -> None:
-        """Predict the viewed slice; while a job runs, the newest request waits and older ones drop."""
+    def request_prediction(self, *, quiet: bool = False) -> None:
+        """Predict the viewed slice; while a job runs, the newest request waits and older ones drop.
+        quiet: while following the slice, a view that shows no slice is not said again at every step."""
         explain_method = None if self.explain.value == "none" else str(self.explain.value)
-        request = self._state.request(explain=explain_method, target_class=int(self.target_class.value or 0) or None)
+        target_class = int(self.target_class.value or 0) or None
+        request = self._state.request(quiet=quiet, explain=explain_method, target_class=target_class)
         if request is None:
             return
         loading = model_key(request) not in self._state.models

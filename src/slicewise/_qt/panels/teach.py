@@ -21,7 +21,7 @@ from slicewise._qt.layers import DONE_KEY, describe_slices, done_slices, is_outp
 from slicewise._qt.panels import row
 from slicewise._qt.panels.teach_jobs import fill_job, labelled_slices, next_slice_job, propose_job, teach_job
 from slicewise._qt.runner import Job, JobRunner
-from slicewise._qt.state import DockState
+from slicewise._qt.state import OTHER_PLANE, DockState
 from slicewise.api import save_model
 from slicewise.core.teach import MODES, TeachOptions
 from slicewise.core.types import SliceRef
@@ -88,6 +88,9 @@ class TeachPanel(Container):
         image, labels = self._state.image, self.teach_from.value
         if image is None or labels is None:
             show_error("Choose the image, and make or open a labels layer and paint a few slices, then press Teach.")
+            return None
+        if not self._state.shows_slices(image):  # a plane painted across the slices is no complete slice
+            show_error(OTHER_PLANE)
             return None
         return image, labels
 
