@@ -59,6 +59,14 @@ def test_black_and_white_references_score_as_their_label_maps(folders, tmp_path,
     assert pooled[0] == pooled[1] and pooled[0]["dice"] > 0.5
 
 
+def test_references_beside_their_images_with_a_mask_suffix_are_found(folders, tmp_path, capsys):
+    images, masks, stems = folders
+    for stem in stems:
+        shutil.copy(masks / f"{stem}.png", images / f"{stem}_mask.png")
+    assert main(["evaluate", "polyp_unet", "--images", str(images), "--reference", str(images), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"][0]["slices"] == 3  # the masks are not scored
+
+
 def test_evaluate_a_volume_reports_millimetres(data_dir, tmp_path, tiny_checkpoint, capsys):
     volumes = data_dir / "pyradiomics_3d"
     (tmp_path / "images").mkdir()

@@ -109,3 +109,23 @@ def test_black_and_white_masks_teach_as_their_label_maps(folders, tmp_path: Path
         assert main(["teach", str(images), str(folder), "--out", str(out), "--encoder", "efficientnet_lite0"]) == 0
         said.append(capsys.readouterr().out.splitlines()[0].split(":", 1)[1])  # the Dice, not the seconds
     assert said[0] == said[1]
+
+
+def test_masks_named_as_data_sets_name_them_are_found(folders, tmp_path: Path, capsys):
+    """``<image>_mask.png`` (BUSI, many Kaggle sets) in a folder of their own or beside their images,
+    and ``<image>_segmentation.png`` (ISIC) are each image's mask; the masks are not taught as images."""
+    images, masks = folders
+    beside = tmp_path / "beside"
+    shutil.copytree(images, beside)
+    suffixed = tmp_path / "suffixed"
+    suffixed.mkdir()
+    for mask in masks.iterdir():
+        shutil.copy(mask, beside / f"{mask.stem}_mask.png")
+        shutil.copy(mask, suffixed / f"{mask.stem}_segmentation.png")
+    for image_folder, mask_folder in ((images, suffixed), (beside, beside)):
+        out = tmp_path / "m.safetensors"
+        assert (
+            main(["teach", str(image_folder), str(mask_folder), "--out", str(out), "--encoder", "efficientnet_lite0"])
+            == 0
+        )
+        assert "from 3 complete slices" in capsys.readouterr().out

@@ -300,10 +300,10 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     from slicewise.core.inference import run_to_end
     from slicewise.core.slices import is_rgb, spatial_ndim
     from slicewise.core.teach import TeachError, TeachOptions, iter_teach
-    from slicewise.io.images import list_images, output_stem, read_image, read_label_map
+    from slicewise.io.images import list_images, masks_by_image, read_image, read_label_map
 
-    masks = {output_stem(path): path for path in list_images([args.masks])}
-    images = [path for path in list_images([args.images]) if output_stem(path) in masks]
+    masks = masks_by_image(list_images([args.images]), list_images([args.masks]))
+    images = list(masks)
     if not images:
         raise TeachError(
             f"No image in {args.images} has a label map of the same name in {args.masks}; "
@@ -311,7 +311,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         )
     pictures, labels, names = [], [], []
     for path in images:
-        image, mask = read_image(path), read_label_map(masks[output_stem(path)])
+        image, mask = read_image(path), read_label_map(masks[path])
         stack = spatial_ndim(image.shape, is_rgb(image.shape)) == 3 and mask.shape == image.shape[:3]
         if stack:  # a stack or volume with its labels stack: its labelled slices teach
             chosen = [z for z in range(mask.shape[0]) if mask[z].any()]
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="folder of images, stacks or volumes (NIfTI, NRRD): a stack's labelled slices teach")
     p.add_argument(
         "masks",
-        help="folder of label maps with the images' file names (0 = background, 1.. = classes; 0/255 pictures: 0/1)",
+        help="folder of label maps named as the images, or NAME_mask/_seg/_label/_gt (0 = background, 1.. = classes)",
     )
     p.add_argument("--out", required=True, help="the .safetensors model to write")
     p.add_argument("--encoder", default="auto", help="a pretrained encoder (docs/teach.md) or auto (best by CV)")

@@ -37,6 +37,33 @@ def output_stem(path: str | os.PathLike) -> str:
     return medical_stem(path) or Path(path).stem
 
 
+MASK_SUFFIXES = ("_mask", "_masks", "_seg", "_segmentation", "_label", "_labels", "_gt")
+
+
+def masks_by_image(images: list[Path], masks: list[Path]) -> dict[Path, Path]:
+    """Each image's label map among ``masks``: another file of the same name (any image format),
+    else one named with a suffix data sets often give masks (``scan_mask.png``,
+    ``ISIC_1_segmentation.png``; ``MASK_SUFFIXES``), so masks may also sit beside their images in one
+    folder. Images without one, and the masks themselves, are left out."""
+    same: dict[str, list[Path]] = {}
+    suffixed: dict[str, Path] = {}
+    for path in masks:
+        stem = output_stem(path)
+        same.setdefault(stem, []).append(path)
+        base = next((stem[: -len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and len(stem) > len(s)), None)
+        if base is not None:
+            suffixed.setdefault(base, path)
+    found = {}
+    for image in images:
+        if image in suffixed.values():
+            continue
+        mask = next((path for path in same.get(output_stem(image), []) if path != image), None)
+        mask = mask or suffixed.get(output_stem(image))
+        if mask is not None:
+            found[image] = mask
+    return found
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image as stored: (H, W), (H, W, 3|4), or a stack (Z, H, W[, C]) for TIFF/.npy and the
     (Z, Y, X) array of a NIfTI, NRRD or DICOM volume.
