@@ -535,7 +535,12 @@ def _calibrate(items: list[_Prepared], held: list[torch.Tensor], num_classes: in
 
 
 def _refines(
-    items: list[_Prepared], held: list[torch.Tensor], bias: float, scores: list[float], num_classes: int
+    items: list[_Prepared],
+    held: list[torch.Tensor],
+    bias: float,
+    scores: list[float],
+    num_classes: int,
+    encoder: str,
 ) -> tuple[bool, list[float]]:
     """Whether LiteMedSAM's outlines (``box_refine``) raise the cross-validated Dice of the held-out
     predictions at ``bias`` above ``scores``, and the scores then kept.
@@ -548,11 +553,32 @@ def _refines(
     refined = []
     with torch.inference_mode():
         for logits, item in zip(held, items, strict=True):
-            margin, foreground = _margin(refiner(item.embedding, with_background_bias(logits, bias)), item)
+            embedding = _outline_embedding(item, encoder)
+            margin, foreground = _margin(refiner(embedding, with_background_bias(logits, bias)), item)
             refined.append(_dice(_labels(margin, foreground, 0.0), item.example.target, num_classes))
     if _cv(refined) > _cv(scores):
         return True, refined
     return False, scores
+
+
+def _outlines_offered(encoder: str, candidates: list[str], previous: LoadedModel | None) -> bool:
+    """Whether a round tries LiteMedSAM's outlines under a head on ``encoder``: always on TinyViT,
+    whose embedding they read; on another encoder only where the round encodes its slices with
+    TinyViT anyway (``auto`` comparing both) or the last round's model was outlined already, so
+    that a round on an encoder chosen for its speed never waits for TinyViT."""
+    if encoder == REFINABLE_ENCODER:
+        return True
+    if REFINABLE_ENCODER not in available_encoders():
+        return False
+    return REFINABLE_ENCODER in candidates or (previous is not None and bool(previous.spec.init_kwargs.get("refine")))
+
+
+def _outline_embedding(item: _Prepared, encoder: str) -> torch.Tensor:
+    """The slice's TinyViT embedding LiteMedSAM's decoder reads: the head's own features under a
+    TinyViT head; else encoded now (once: the feature cache keeps it, and ``auto`` has it already)."""
+    if encoder == REFINABLE_ENCODER:
+        return item.embedding
+    return slice_features(REFINABLE_ENCODER, item.example.image).maps[0]
 
 
 def _has_thin_class(items: list[_Prepared], num_classes: int) -> bool:
@@ -726,10 +752,10 @@ def iter_teach(
         held = held_by[encoder] = _held_out(prepared[encoder], num_classes, options)
         biases[encoder], scores[encoder] = _calibrate(prepared[encoder].items, held, num_classes) if held else (0.0, [])
         refine[encoder] = False
-        if held and encoder == REFINABLE_ENCODER and options.mode == "head":
+        if held and options.mode == "head" and _outlines_offered(encoder, candidates, previous):
             yield Progress(done, total, "try LiteMedSAM outlines")
             refine[encoder], scores[encoder] = _refines(
-                prepared[encoder].items, held, biases[encoder], scores[encoder], num_classes
+                prepared[encoder].items, held, biases[encoder], scores[encoder], num_classes, encoder
             )
         done += 1
     best = max(candidates, key=lambda e: _cv(scores[e])) if len(candidates) > 1 else candidates[0]
@@ -818,7 +844,9 @@ def _as_model(
         refine=refine,
         pixel=pixel is not None,
     )
-    module = TaughtSegmenter(frozen_encoder(encoder), head, shared_refiner() if refine else None, pixel).eval()
+    outlined_by = frozen_encoder(REFINABLE_ENCODER) if refine and encoder != REFINABLE_ENCODER else None
+    refiner = shared_refiner() if refine else None
+    module = TaughtSegmenter(frozen_encoder(encoder), head, refiner, pixel, outlined_by).eval()
     return LoadedModel(spec=spec, module=module, adapter=get_adapter("taught"), device=torch.device("cpu"), source="")
 
 

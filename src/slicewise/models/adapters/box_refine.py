@@ -3,7 +3,10 @@
 A taught head classifies a grid of 1/4 of the slice, so its outlines are coarse and blobby.
 LiteMedSAM's prompt encoder and mask decoder, given a box, draw the outline of the object in it
 at the full 256-px frame, from the same TinyViT embedding a head on ``tinyvit_litemedsam``
-reads: the head finds the objects, the decoder outlines them, and no slice is encoded twice.
+reads: the head finds the objects, the decoder outlines them, and no slice is encoded twice. A
+head on another encoder (EfficientNet-Lite0) prepares slices in the same frame, top left, zero
+padded to a multiple of its stride instead of to 256 px, so its logits are padded to the square
+frame (as background) for the decoder and cropped back, and the slice is encoded by TinyViT too.
 Each sizeable connected region the head proposes becomes a box; inside that box the decoder's
 mask replaces the head's call. Whether a task gains from it is decided by cross-validation on
 the person's own slices (``slicewise.core.teach``): thin or sprawling structures (vessels)
@@ -16,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
@@ -102,10 +106,22 @@ class BoxRefiner(nn.Module):
             return self.runtime(box, embedding)[:, 0]
         return _BoxDecoder(self)(box, embedding)[:, 0]
 
+    @property
+    def side(self) -> int:
+        """The square frame LiteMedSAM's masks are drawn in (256 px)."""
+        return int(self.prompt_encoder.input_image_size[0])
+
+    def frame_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A prepared slice (N, 3, H', W') of another encoder's frame, zero padded to the square frame."""
+        return F.pad(x, (0, self.side - x.shape[-1], 0, self.side - x.shape[-2]))
+
     def forward(self, embedding: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` (N, K, S, S) of a head in the frame, with each region of ``region_boxes``
-        redrawn: inside its box the region's class takes the decoder's logit against a background
-        of 0 (overlapping boxes of a class keep the higher), other classes ``OTHER_CLASS_LOGIT``."""
+        """``logits`` (N, K, H', W') of a head in the frame (at most the square frame, which padding
+        fills as background), with each region of ``region_boxes`` redrawn: inside its box the
+        region's class takes the decoder's logit against a background of 0 (overlapping boxes of a
+        class keep the higher), other classes ``OTHER_CLASS_LOGIT``."""
+        height, width = logits.shape[-2:]
+        logits = F.pad(logits, (0, self.side - width, 0, self.side - height))  # all 0: argmax says background
         refined = logits.clone()
         for n in range(len(logits)):
             found = region_boxes(logits[n].argmax(0).cpu().numpy())
@@ -120,7 +136,7 @@ class BoxRefiner(nn.Module):
                 inside[cls, rows, cols] = torch.maximum(inside[cls, rows, cols], mask[rows, cols])
                 covered[rows, cols] = True
             refined[n][:, covered] = inside[:, covered]
-        return refined
+        return refined[..., :height, :width]
 
 
 @lru_cache(maxsize=1)

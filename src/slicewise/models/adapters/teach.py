@@ -12,8 +12,9 @@ names its encoder in its spec. Two heads:
   support bank; each query pixel takes the classes of its ``neighbours`` most similar support
   pixels (cosine similarity), weighted by that similarity.
 
-With ``refine`` (``tinyvit_litemedsam`` only), LiteMedSAM's mask decoder redraws each region the
-head proposes from a box around it (``box_refine``). With ``pixel``, a ``PixelHead`` corrects the
+With ``refine``, LiteMedSAM's mask decoder redraws each region the head proposes from a box
+around it (``box_refine``), from the slice's TinyViT embedding: the encoder's own for a head on
+``tinyvit_litemedsam``, an ``outline_encoder``'s for a head on any other. With ``pixel``, a ``PixelHead`` corrects the
 head's upsampled logits pixel by pixel from the slice's own edges and ridges, at the full
 working frame, where thin structures (vessels) are narrower than a grid cell.
 """
@@ -30,7 +31,8 @@ from torch import nn
 from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.adapters.base import Adapter, WheelEncoderState, read_weights
 from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, BoxRefiner
-from slicewise.models.encoders import build_encoder, get_encoder
+from slicewise.models.encoders import FeatureEncoder, build_encoder, get_encoder
+from slicewise.models.precision import cpu_twin
 from slicewise.models.spec import ModelSpec
 
 HEADS = ("decoder", "support")
@@ -237,16 +239,22 @@ class TaughtSegmenter(WheelEncoderState):
     Grad-CAM and saliency explain the head's own proposal.
     """
 
-    wheel_parts = ("encoder", "refiner")
+    wheel_parts = ("encoder", "refiner", "outline_encoder")
 
     def __init__(
-        self, encoder: nn.Module, head: nn.Module, refiner: nn.Module | None = None, pixel: nn.Module | None = None
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        refiner: nn.Module | None = None,
+        pixel: nn.Module | None = None,
+        outline_encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.pixel = pixel
         self.refiner = refiner
+        self.outline_encoder = outline_encoder  # TinyViT, for a refiner under a head on another encoder
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's feature maps, finest first, then the slice itself."""
@@ -260,7 +268,20 @@ class TaughtSegmenter(WheelEncoderState):
             logits = self.pixel(logits, x)
         if self.refiner is None or torch.is_grad_enabled():
             return logits
-        return self.refiner(levels[0], logits)
+        if self.outline_encoder is None:
+            return self.refiner(levels[0], logits)
+        with torch.no_grad():
+            embedding = self.outline_encoder(self.refiner.frame_input(x))[0]
+        return self.refiner(embedding, logits)
+
+
+def outline_encoder() -> FeatureEncoder:
+    """TinyViT with LiteMedSAM's weights, whose embedding the refiner decodes under a head on another
+    encoder; in ONNX Runtime where LiteMedSAM's encoder runs so (``precision``)."""
+    encoder = build_encoder(REFINABLE_ENCODER)
+    if encoder.shared:  # real weights, not a shape check's meta tensors
+        encoder.runtime = cpu_twin("lite_medsam", encoder.network, (1, 3, 256, 256))
+    return encoder
 
 
 def head_channels(encoder: str) -> list[int]:
@@ -320,16 +341,12 @@ class TeachAdapter(Adapter):
         else:
             raise CheckpointError(f"Unknown taught head {head!r}; the file names {', '.join(HEADS)}.")
         module.background_bias = float(background_bias)
-        if refine and encoder != REFINABLE_ENCODER:
-            raise CheckpointError(
-                f"A taught model's outlines are redrawn by LiteMedSAM on {REFINABLE_ENCODER} features only, "
-                f"not on {encoder}; the file is inconsistent."
-            )
         return TaughtSegmenter(
             build_encoder(encoder),
             module,
             BoxRefiner() if refine else None,
             PixelHead(num_classes) if pixel else None,
+            outline_encoder() if refine and encoder != REFINABLE_ENCODER else None,
         )
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
