@@ -162,3 +162,15 @@ def test_two_threads_building_litemedsam_parts_at_once_register_torchvisions_ope
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_batches_through_the_one_slice_onnx_encoder_go_slice_by_slice(kvasir_test):
+    """MC dropout and TTA feed a taught model batches of a slice; its TinyViT runs in ONNX Runtime
+    from a one-slice graph, which refused them (a person's uncertainty request failed)."""
+    images, masks = [image for _, image, _ in kvasir_test[:2]], [mask for _, _, mask in kvasir_test[:2]]
+    model, _ = teach(images, masks, options=TeachOptions(**TINYVIT))
+    assert isinstance(model.module.encoder.runtime, OnnxTwin)
+    plain = predict(model, kvasir_test[2][1])
+    for method in ("mc_dropout", "tta"):
+        sampled = slicewise.predict(model, kvasir_test[2][1], uncertainty=method)
+        assert sampled.uncertainty is not None and sampled.labels.shape == plain.labels.shape

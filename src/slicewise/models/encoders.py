@@ -283,14 +283,22 @@ class FeatureEncoder(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.shared and len(x) == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
-            return list(FEATURES.encoded(self.info.name, x, self.encode))
+        if self.shared and x.device.type == "cpu" and not torch.is_grad_enabled():
+            # slice by slice, each a cache entry: MC dropout's identical copies are encoded once
+            found = [FEATURES.encoded(self.info.name, x[n : n + 1], self.encode) for n in range(len(x))]
+            return [torch.cat(level) for level in zip(*found, strict=True)]
         return self.encode(x)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The maps, computed now (by ``runtime`` where there is one and no gradient is asked for)."""
-        network = self.runtime if self.runtime is not None and not torch.is_grad_enabled() else self.network
-        features = network((x - self.mean) / self.std)
+        """The maps, computed now (by ``runtime`` where there is one and no gradient is asked for; its
+        graph takes one slice at a time, so a batch goes through it slice by slice)."""
+        if self.runtime is not None and not torch.is_grad_enabled():
+            if len(x) > 1:
+                each = [self.encode(x[n : n + 1]) for n in range(len(x))]
+                return [torch.cat(level) for level in zip(*each, strict=True)]
+            features = self.runtime((x - self.mean) / self.std)
+        else:
+            features = self.network((x - self.mean) / self.std)
         return list(features) if isinstance(features, list | tuple) else [features]
 
 
