@@ -53,9 +53,9 @@ def masks_by_image(images: list[Path], masks: list[Path]) -> dict[Path, Path]:
         base = next((stem[: -len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and len(stem) > len(s)), None)
         if base is not None:
             suffixed.setdefault(base, path)
-    found = {}
+    found, are_masks = {}, set(suffixed.values())
     for image in images:
-        if image in suffixed.values():
+        if image in are_masks:
             continue
         mask = next((path for path in same.get(output_stem(image), []) if path != image), None)
         mask = mask or suffixed.get(output_stem(image))
