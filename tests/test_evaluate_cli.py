@@ -67,6 +67,21 @@ def test_references_beside_their_images_with_a_mask_suffix_are_found(folders, tm
     assert json.loads(capsys.readouterr().out)["evaluations"][0]["slices"] == 3  # the masks are not scored
 
 
+def test_predict_scores_against_suffixed_references_and_names_a_missing_one(folders, tmp_path, capsys):
+    images, masks, stems = folders
+    suffixed = tmp_path / "suffixed"
+    suffixed.mkdir()
+    for stem in stems:
+        shutil.copy(masks / f"{stem}.png", suffixed / f"{stem}_mask.png")
+    argv = ["predict", str(images), "--model", "polyp_unet", "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*argv, "--reference", str(suffixed)]) == 0
+    assert "3 images: mean Dice" in capsys.readouterr().out
+    (suffixed / f"{stems[1]}_mask.png").unlink()
+    assert main([*argv, "--reference", str(suffixed)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the line naming the model
+    assert error.startswith("slicewise: error:") and f"has no reference for {stems[1]}.png" in error
+
+
 def test_evaluate_a_volume_reports_millimetres(data_dir, tmp_path, tiny_checkpoint, capsys):
     volumes = data_dir / "pyradiomics_3d"
     (tmp_path / "images").mkdir()
