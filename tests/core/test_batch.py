@@ -124,7 +124,7 @@ def test_torchrun_with_two_gloo_ranks_writes_each_mask_once(kvasir_test, tmp_pat
         "fp32",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[:4000]  # the ranks' own errors come first; torchrun's summary last
     printed = [line for line in done.stdout.splitlines() if line.endswith(".png")]
     assert sorted(printed) == sorted(str(tmp_path / "two" / p.name) for p in folder.iterdir())  # each once
     one = subprocess.run(
