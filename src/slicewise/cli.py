@@ -56,7 +56,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from slicewise.core.batch import predict_files
     from slicewise.core.metrics import dice_score, overlap_counts
     from slicewise.core.types import PredictOptions
-    from slicewise.io.images import list_images, masks_by_image, read_label_map
+    from slicewise.io.images import list_images, read_label_map, references_by_image
 
     if args.box and (args.explain or args.target_class):
         raise SlicewiseError("--box prompts a promptable model, which has no explanations; leave out --explain.")
@@ -68,14 +68,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(printable(f"model {model.name} on {model.describe_runtime()}"), file=sys.stderr)
         out = Path(args.out)
         paths = run.shard(list_images(args.inputs))
-        references = masks_by_image(paths, list_images([args.reference])) if args.reference else {}
-        paths = [path for path in paths if path in references or path not in references.values()]  # masks beside
-        missing = [path.name for path in paths if args.reference and path not in references]
-        if missing:
-            raise ImageError(
-                f"{args.reference} has no reference for {printable(missing[0])}"
-                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give each image a mask of its name."
-            )
+        if args.reference:
+            references = references_by_image(paths, list_images([args.reference]), args.reference)
+            paths = list(references)
         if args.box or args.explain:
             results = [_predict_file(model, path, out, args) for path in paths]
         else:

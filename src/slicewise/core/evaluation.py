@@ -438,7 +438,7 @@ def merge(
 def read_pairs(images: str | os.PathLike, reference: str | os.PathLike) -> list[tuple[str, Path, Path]]:
     """(stem, image file, reference file) for every image in the folder ``images`` (or one file) whose
     stem has a file in the folder ``reference``; an image without one is an error that names it."""
-    from slicewise.io.images import IMAGE_SUFFIXES, masks_by_image, output_stem
+    from slicewise.io.images import IMAGE_SUFFIXES, output_stem, references_by_image
     from slicewise.io.medical import is_medical_path
 
     images, reference = Path(images), Path(reference)
@@ -452,17 +452,10 @@ def read_pairs(images: str | os.PathLike, reference: str | os.PathLike) -> list[
         return path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or is_medical_path(path))
 
     files = [images] if images.is_file() else sorted(p for p in images.iterdir() if usable(p))
-    by_image = masks_by_image(files, sorted(p for p in reference.iterdir() if usable(p)))
-    files = [p for p in files if p in by_image or p not in by_image.values()]  # masks beside their images
-    if not files:
+    by_image = references_by_image(files, sorted(p for p in reference.iterdir() if usable(p)), reference)
+    if not by_image:
         raise ImageError(f"{images} holds no images (PNG, TIFF, NumPy, NIfTI, NRRD, DICOM); point --images at them.")
-    missing = [p.name for p in files if p not in by_image]
-    if missing:
-        raise ImageError(
-            f"{reference} has no reference for {printable(missing[0])}"
-            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give each image a mask of the same name."
-        )
-    return [(output_stem(p), p, by_image[p]) for p in files]
+    return [(output_stem(p), p, mask) for p, mask in by_image.items()]
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:

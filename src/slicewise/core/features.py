@@ -28,11 +28,10 @@ from slicewise.models.encoders import (
     FEATURES,
     FeatureEncoder,
     available_encoders,
-    build_encoder,
     get_encoder,
+    runtime_encoder,
     wheel_state,
 )
-from slicewise.models.precision import cpu_twin
 from slicewise.models.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -72,17 +71,9 @@ class SliceFeatures:
 
 @lru_cache(maxsize=4)
 def frozen_encoder(name: str) -> FeatureEncoder:
-    """The frozen encoder ``name`` with its pretrained weights, built once per process (read-only).
-
-    An encoder whose network is a measured family's (``precision_family``: TinyViT is LiteMedSAM's
-    image encoder) runs as that family does on this machine: in ONNX Runtime where that was chosen
-    (``slicewise.models.precision``; ``SLICEWISE_PRECISION=fp32`` forces PyTorch), else in PyTorch.
-    """
-    encoder = build_encoder(name)
-    family, frame = encoder.info.precision_family, encoder.info.frame
-    if family is not None and frame is not None:
-        encoder.runtime = cpu_twin(family, encoder.network, (1, 3, frame, frame))
-    return encoder
+    """The frozen encoder ``name`` with its pretrained weights, built once per process (read-only),
+    in the runtime its family runs in on this machine (``runtime_encoder``)."""
+    return runtime_encoder(name)
 
 
 def slice_features(encoder: str, image: np.ndarray, *, size: int = WORKING_SIZE) -> SliceFeatures:

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from slicewise.errors import ImageError
+from slicewise.errors import ImageError, printable
 from slicewise.io.autosave import READABLE, write_atomically
 from slicewise.io.checks import check_decoded, decoding, plane_of, regular_file
 
@@ -61,6 +61,19 @@ def masks_by_image(images: list[Path], masks: list[Path]) -> dict[Path, Path]:
         mask = mask or suffixed.get(output_stem(image))
         if mask is not None:
             found[image] = mask
+    return found
+
+
+def references_by_image(images: list[Path], masks: list[Path], folder: str | os.PathLike) -> dict[Path, Path]:
+    """Each image's reference label map (``masks_by_image``), in the images' order; masks lying
+    beside their images are not images. An image without one is an ``ImageError`` that names it."""
+    found = masks_by_image(images, masks)
+    missing = [path.name for path in images if path not in found and path not in found.values()]
+    if missing:
+        raise ImageError(
+            f"{folder} has no reference for {printable(missing[0])}"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; give each image a mask of the same name."
+        )
     return found
 
 

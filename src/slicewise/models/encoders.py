@@ -35,6 +35,7 @@ from torch import nn
 from slicewise._compat import ensure_torchvision_ops
 from slicewise.errors import PretrainedWeightsError, UnknownModelError
 from slicewise.models.adapters.base import read_weights
+from slicewise.models.precision import cpu_twin
 
 
 @dataclass(frozen=True)
@@ -290,15 +291,11 @@ class FeatureEncoder(nn.Module):
         return self.encode(x)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The maps, computed now (by ``runtime`` where there is one and no gradient is asked for; its
-        graph takes one slice at a time, so a batch goes through it slice by slice)."""
-        if self.runtime is not None and not torch.is_grad_enabled():
-            if len(x) > 1:
-                each = [self.encode(x[n : n + 1]) for n in range(len(x))]
-                return [torch.cat(level) for level in zip(*each, strict=True)]
-            features = self.runtime((x - self.mean) / self.std)
-        else:
-            features = self.network((x - self.mean) / self.std)
+        """The maps, computed now: by ``runtime`` for one CPU slice without gradients (its graph
+        takes one slice; ``forward`` hands it batches slice by slice), else by the network."""
+        one_slice = len(x) == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+        network = self.runtime if self.runtime is not None and one_slice else self.network
+        features = network((x - self.mean) / self.std)
         return list(features) if isinstance(features, list | tuple) else [features]
 
 
@@ -317,6 +314,18 @@ def wheel_state(name: str, expected: dict[str, torch.Tensor]) -> dict[str, torch
 
     path = weights_path(name)
     return _encoder_state(read_weights(path), expected, path)
+
+
+def runtime_encoder(name: str) -> FeatureEncoder:
+    """``build_encoder(name)`` whose network, where it is a measured family's (``precision_family``:
+    TinyViT is LiteMedSAM's image encoder), runs as that family does on this machine: in ONNX
+    Runtime where that was chosen (``slicewise.models.precision``; ``SLICEWISE_PRECISION=fp32``
+    forces PyTorch), else in PyTorch."""
+    encoder = build_encoder(name)
+    family, frame = encoder.info.precision_family, encoder.info.frame
+    if encoder.shared and family is not None and frame is not None:  # real weights, not a shape check's
+        encoder.runtime = cpu_twin(family, encoder.network, (1, 3, frame, frame))
+    return encoder
 
 
 def build_encoder(name: str, *, pretrained: bool = True) -> FeatureEncoder:

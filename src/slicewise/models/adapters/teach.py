@@ -31,8 +31,7 @@ from torch import nn
 from slicewise.errors import CheckpointError, PretrainedWeightsError
 from slicewise.models.adapters.base import Adapter, WheelEncoderState, read_weights
 from slicewise.models.adapters.box_refine import REFINABLE_ENCODER, BoxRefiner
-from slicewise.models.encoders import FeatureEncoder, build_encoder, get_encoder
-from slicewise.models.precision import cpu_twin
+from slicewise.models.encoders import build_encoder, get_encoder, runtime_encoder
 from slicewise.models.spec import ModelSpec
 
 HEADS = ("decoder", "support")
@@ -270,18 +269,7 @@ class TaughtSegmenter(WheelEncoderState):
             return logits
         if self.outline_encoder is None:
             return self.refiner(levels[0], logits)
-        with torch.no_grad():
-            embedding = self.outline_encoder(self.refiner.frame_input(x))[0]
-        return self.refiner(embedding, logits)
-
-
-def outline_encoder() -> FeatureEncoder:
-    """TinyViT with LiteMedSAM's weights, whose embedding the refiner decodes under a head on another
-    encoder; in ONNX Runtime where LiteMedSAM's encoder runs so (``precision``)."""
-    encoder = build_encoder(REFINABLE_ENCODER)
-    if encoder.shared:  # real weights, not a shape check's meta tensors
-        encoder.runtime = cpu_twin("lite_medsam", encoder.network, (1, 3, 256, 256))
-    return encoder
+        return self.refiner(self.outline_encoder(self.refiner.frame_input(x))[0], logits)
 
 
 def head_channels(encoder: str) -> list[int]:
@@ -346,7 +334,7 @@ class TeachAdapter(Adapter):
             module,
             BoxRefiner() if refine else None,
             PixelHead(num_classes) if pixel else None,
-            outline_encoder() if refine and encoder != REFINABLE_ENCODER else None,
+            runtime_encoder(REFINABLE_ENCODER) if refine and encoder != REFINABLE_ENCODER else None,
         )
 
     def build(self, spec: ModelSpec, *, pretrained: str | os.PathLike | None = None) -> nn.Module:
